@@ -1,0 +1,32 @@
+# The production image: gunicorn serves the web process; the same image runs the Celery
+# worker and beat with another command (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+
+# Static files are collected at build time and served by WhiteNoise from STATIC_ROOT.
+RUN DJANGO_ENV_FILE= DEBUG=false SECRET_KEY=build-time-collectstatic-only \
+    python manage.py collectstatic --noinput --verbosity 0 \
+    && chown -R app:app /app
+
+USER app
+ENV WHITENOISE_USE_FINDERS=false
+EXPOSE 8000
+
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4)"
+
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "payments_project.wsgi:application"]

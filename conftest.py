@@ -1,0 +1,67 @@
+"""Fixtures shared by every app's tests."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments.tests.factories import APIKeyFactory, MerchantFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_postgresql(django_db_setup, django_db_blocker):
+    # Row locks, concurrency and constraints behave differently on SQLite; a green run on
+    # anything but PostgreSQL would prove little.
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.exit(f"The test suite needs PostgreSQL, got {connection.vendor}.", returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def merchant(db):
+    return MerchantFactory()
+
+
+@pytest.fixture
+def other_merchant(db):
+    return MerchantFactory(name="Other Shop")
+
+
+def client_for(raw_key: str | None) -> APIClient:
+    client = APIClient()
+    if raw_key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+@pytest.fixture
+def secret_key(merchant):
+    return APIKeyFactory(merchant=merchant, kind="secret").raw_key
+
+
+@pytest.fixture
+def api(secret_key):
+    """An API client acting for `merchant` with a secret key."""
+    return client_for(secret_key)
+
+
+@pytest.fixture
+def publishable_api(merchant):
+    return client_for(APIKeyFactory(merchant=merchant, kind="publishable").raw_key)
+
+
+@pytest.fixture
+def other_api(other_merchant):
+    return client_for(APIKeyFactory(merchant=other_merchant, kind="secret").raw_key)
+
+
+@pytest.fixture
+def anonymous_api():
+    return APIClient()

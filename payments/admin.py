@@ -1,0 +1,129 @@
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from payments import services
+from payments.models import APIKey, Customer, Merchant
+
+
+class APIKeyInline(admin.TabularInline):
+    model = APIKey
+    fields = ["prefix", "kind", "livemode", "name", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "is_active", "default_provider", "created_at"]
+    list_filter = ["is_active", "default_provider"]
+    search_fields = ["id", "name"]
+    readonly_fields = ["id", "created_at", "new_api_key"]
+    fields = ["id", "name", "is_active", "default_provider", "created_at", "new_api_key"]
+    inlines = [APIKeyInline]
+
+    @admin.display(description="API keys")
+    def new_api_key(self, obj):
+        if not obj.pk:
+            return "Save the merchant first."
+        url = reverse("admin:payments_apikey_add") + f"?merchant={obj.pk}"
+        return format_html('<a class="addlink" href="{}">Create an API key</a>', url)
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "prefix",
+        "merchant",
+        "kind",
+        "livemode",
+        "name",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["kind", "livemode", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["id", "prefix", "merchant__name", "merchant__id", "name"]
+    list_select_related = ["merchant"]
+    raw_id_fields = ["merchant"]
+    actions = ["revoke_selected"]
+    readonly_fields = ["id", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["merchant", "kind", "livemode", "name"]
+        return [
+            "id",
+            "merchant",
+            "kind",
+            "livemode",
+            "prefix",
+            "name",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        # A key's identity never changes after it is issued; only its label does.
+        return [*self.readonly_fields, "merchant", "kind", "livemode"]
+
+    def has_delete_permission(self, request, obj=None):
+        # Keys are revoked, never deleted: the row is the record of who could act when.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        created, raw_key = services.api_key_create(
+            merchant=obj.merchant, kind=obj.kind, livemode=obj.livemode, name=obj.name
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        # Kept on the request only, for the one page that shows it.
+        request._issued_api_key = raw_key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw_key = getattr(request, "_issued_api_key", None)
+        if raw_key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "api_key": obj,
+            "raw_key": raw_key,
+            "title": "API key created",
+        }
+        response = TemplateResponse(request, "admin/payments/apikey/created.html", context)
+        # The page holds a secret: no browser or proxy may keep a copy.
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            services.api_key_revoke(api_key=api_key)
+            self.log_change(request, api_key, "Revoked the API key.")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["id", "external_id", "email", "name", "merchant", "created_at"]
+    search_fields = ["=id", "=external_id", "email"]
+    list_select_related = ["merchant"]
+    raw_id_fields = ["merchant"]
+    show_full_result_count = False
+    readonly_fields = ["id", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "merchant"] if obj else self.readonly_fields

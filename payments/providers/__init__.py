@@ -1,0 +1,26 @@
+"""
+Payment providers. Each adapter lives in its own module and is the only place that talks
+to that provider's SDK; this package's root says which providers this deployment has on.
+"""
+
+from django.conf import settings
+
+SANDBOX = "sandbox"
+STRIPE = "stripe"
+YOOKASSA = "yookassa"
+ALL_PROVIDERS = (SANDBOX, STRIPE, YOOKASSA)
+
+
+def provider_enabled(name: str) -> bool:
+    """A provider is on when its credentials are set; the sandbox unless disabled."""
+    if name == SANDBOX:
+        return settings.SANDBOX_ENABLED
+    if name == STRIPE:
+        return bool(settings.STRIPE_SECRET_KEY)
+    if name == YOOKASSA:
+        return bool(settings.YOOKASSA_SHOP_ID and settings.YOOKASSA_SECRET_KEY)
+    return False
+
+
+def enabled_providers() -> list[str]:
+    return [name for name in ALL_PROVIDERS if provider_enabled(name)]

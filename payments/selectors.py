@@ -1,0 +1,48 @@
+"""Read operations of the payments app. Loaders that check access are `*_for_merchant`."""
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from payments import credentials, providers
+from payments.errors import NotFound
+from payments.models import APIKey, Customer, Merchant
+
+
+def api_key_get_by_raw_key(raw_key: str) -> APIKey | None:
+    if not credentials.key_looks_valid(raw_key):
+        return None
+    return (
+        APIKey.objects.select_related("merchant")
+        .filter(key_hash=credentials.key_hash(raw_key))
+        .first()
+    )
+
+
+def merchant_get(merchant_id: str) -> Merchant:
+    try:
+        return Merchant.objects.get(pk=merchant_id)
+    except Merchant.DoesNotExist:
+        raise NotFound("merchant", merchant_id) from None
+
+
+def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
+    return Customer.objects.filter(merchant=merchant)
+
+
+def customer_get_for_merchant(*, merchant: Merchant, customer_id: str) -> Customer:
+    # Another merchant's customer is indistinguishable from one that does not exist.
+    customer = Customer.objects.filter(merchant=merchant, pk=customer_id).first()
+    if customer is None:
+        raise NotFound("customer", customer_id)
+    return customer
+
+
+def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
+    enabled = providers.enabled_providers()
+    stripe_key = settings.STRIPE_PUBLISHABLE_KEY if providers.STRIPE in enabled else None
+    return {
+        "merchant": merchant,
+        "livemode": livemode,
+        "providers": enabled,
+        "stripe_publishable_key": stripe_key or None,
+    }

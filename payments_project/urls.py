@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from payments.exception_handlers import json_page_not_found
+from payments_project import health
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("payments.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
+    # Unknown machine-facing URLs answer in the error shape even with DEBUG on, where
+    # Django would otherwise render its HTML 404 page.
+    re_path(r"^(api|webhooks|health)/", json_page_not_found),
+]
+
+handler404 = "payments.exception_handlers.json_page_not_found"
+handler500 = "payments.exception_handlers.json_server_error"
