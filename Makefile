@@ -32,7 +32,7 @@ install-dev: $(VENV)/.installed-dev
 	@printf 'DEBUG=true\nSECRET_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
 
 migrate: $(VENV)/.installed .env
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py migrate --noinput --verbosity 0
 
 seed: migrate
 	$(BIN)/python manage.py seed_demo
