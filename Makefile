@@ -42,6 +42,7 @@ run: seed
 
 services:
 	@bash scripts/ensure_services.sh
+	@bash scripts/ensure_browser.sh
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

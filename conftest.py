@@ -5,6 +5,9 @@ from rest_framework.test import APIClient
 
 from payments.tests.factories import APIKeyFactory, MerchantFactory
 
+# Real-browser fixtures (`browser_page`), available to every test module.
+pytest_plugins = ["payments.tests.browser"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _require_postgresql(django_db_setup, django_db_blocker):

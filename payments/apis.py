@@ -5,19 +5,42 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payments import selectors, services
-from payments.filters import CustomerFilter, filters_apply
-from payments.pagination import IdCursorPagination
+from payments import money, selectors, services
+from payments.filters import CustomerFilter, PaymentFilter, filters_apply
+from payments.idempotency import idempotent
+from payments.models import PaymentEvent
+from payments.pagination import IdCursorPagination, TimelineCursorPagination
 from payments.permissions import IsPublishableOrSecretKey
 from payments.serializers import (
     ConfigOutputSerializer,
     CustomerCreateInputSerializer,
     CustomerOutputSerializer,
+    PaymentCancelInputSerializer,
+    PaymentCaptureInputSerializer,
+    PaymentCreateInputSerializer,
+    PaymentEventOutputSerializer,
+    PaymentOutputSerializer,
 )
 
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Retries with the same key and body replay the first response (kept 24 h).",
+)
+LIST_PARAMETERS = [
+    OpenApiParameter("created_gte", str, description="ISO 8601 time"),
+    OpenApiParameter("created_lte", str, description="ISO 8601 time"),
+    OpenApiParameter("limit", int, description="1 to 100, default 20"),
+    OpenApiParameter("cursor", str),
+]
 
-def paginated_response(request, view, queryset, serializer_class):
-    paginator = IdCursorPagination()
+
+def paginated_response(
+    request, view, queryset, serializer_class, paginator_class=IdCursorPagination
+):
+    paginator = paginator_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -28,10 +51,7 @@ class CustomerListCreateApi(APIView):
         parameters=[
             OpenApiParameter("external_id", str),
             OpenApiParameter("email", str),
-            OpenApiParameter("created_gte", str, description="ISO 8601 time"),
-            OpenApiParameter("created_lte", str, description="ISO 8601 time"),
-            OpenApiParameter("limit", int, description="1 to 100, default 20"),
-            OpenApiParameter("cursor", str),
+            *LIST_PARAMETERS,
         ],
         responses=CustomerOutputSerializer(many=True),
     )
@@ -75,3 +95,120 @@ class ConfigApi(APIView):
             merchant=request.user.merchant, livemode=request.user.api_key.livemode
         )
         return Response(ConfigOutputSerializer(config).data)
+
+
+class PaymentListCreateApi(APIView):
+    @extend_schema(
+        operation_id="payments_list",
+        parameters=[
+            OpenApiParameter("status", str, many=True),
+            OpenApiParameter("provider", str),
+            OpenApiParameter("customer", str),
+            OpenApiParameter("order_id", str),
+            OpenApiParameter("reference", str),
+            *LIST_PARAMETERS,
+        ],
+        responses=PaymentOutputSerializer(many=True),
+    )
+    def get(self, request):
+        payments = filters_apply(
+            PaymentFilter,
+            request.query_params,
+            selectors.payment_list(merchant=request.user.merchant),
+        )
+        return paginated_response(request, self, payments, PaymentOutputSerializer)
+
+    @extend_schema(
+        operation_id="payments_create",
+        request=PaymentCreateInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: PaymentOutputSerializer},
+    )
+    @idempotent
+    def post(self, request):
+        serializer = PaymentCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        merchant = request.user.merchant
+        if "customer" in data:
+            data["customer"] = services.customer_resolve(
+                merchant=merchant, reference=data["customer"]
+            )
+        payment = services.payment_create(
+            merchant=merchant,
+            livemode=request.user.api_key.livemode,
+            actor=request.user.api_key.pk,
+            **data,
+        )
+        return Response(PaymentOutputSerializer(payment).data, status=status.HTTP_201_CREATED)
+
+
+class PaymentDetailApi(APIView):
+    @extend_schema(operation_id="payments_retrieve", responses=PaymentOutputSerializer)
+    def get(self, request, payment_id: str):
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant, payment_id=payment_id
+        )
+        return Response(PaymentOutputSerializer(payment).data)
+
+
+class PaymentEventsApi(APIView):
+    @extend_schema(
+        operation_id="payments_events_list", responses=PaymentEventOutputSerializer(many=True)
+    )
+    def get(self, request, payment_id: str):
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant, payment_id=payment_id
+        )
+        return paginated_response(
+            request,
+            self,
+            selectors.payment_events_list(payment=payment),
+            PaymentEventOutputSerializer,
+            TimelineCursorPagination,
+        )
+
+
+class PaymentCancelApi(APIView):
+    @extend_schema(
+        operation_id="payments_cancel",
+        request=PaymentCancelInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses=PaymentOutputSerializer,
+    )
+    @idempotent
+    def post(self, request, payment_id: str):
+        PaymentCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant, payment_id=payment_id
+        )
+        payment = services.payment_cancel(
+            payment=payment, source=PaymentEvent.Source.API, actor=request.user.api_key.pk
+        )
+        return Response(PaymentOutputSerializer(payment).data)
+
+
+class PaymentCaptureApi(APIView):
+    @extend_schema(
+        operation_id="payments_capture",
+        request=PaymentCaptureInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses=PaymentOutputSerializer,
+    )
+    @idempotent
+    def post(self, request, payment_id: str):
+        serializer = PaymentCaptureInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant, payment_id=payment_id
+        )
+        amount = serializer.validated_data.get("amount")
+        if amount is not None:
+            amount = money.amount_parse(amount, payment.currency)
+        payment = services.payment_capture(
+            payment=payment,
+            amount=amount,
+            source=PaymentEvent.Source.API,
+            actor=request.user.api_key.pk,
+        )
+        return Response(PaymentOutputSerializer(payment).data)

@@ -45,8 +45,14 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, ErrorType.INVALID_REQUEST)
     NOT_ACCEPTABLE = ("not_acceptable", 406, ErrorType.INVALID_REQUEST)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, ErrorType.INVALID_REQUEST)
+    PROVIDER_NOT_ENABLED = ("provider_not_enabled", 400, ErrorType.INVALID_REQUEST)
     # 409
     RESOURCE_EXISTS = ("resource_exists", 409, ErrorType.INVALID_REQUEST)
+    PAYMENT_INVALID_STATE = ("payment_invalid_state", 409, ErrorType.INVALID_REQUEST)
+    ORDER_ALREADY_PAID = ("order_payment_exists", 409, ErrorType.INVALID_REQUEST)
+    IDEMPOTENCY_KEY_IN_USE = ("idempotency_key_in_use", 409, ErrorType.IDEMPOTENCY)
+    # 422
+    IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, ErrorType.IDEMPOTENCY)
     # 429
     RATE_LIMITED = ("rate_limited", 429, ErrorType.RATE_LIMIT)
     # 5xx
@@ -85,3 +91,11 @@ class NotFound(PaymentError):
 
 class Conflict(PaymentError):
     default_code = ErrorCode.RESOURCE_EXISTS
+
+
+class InvalidState(PaymentError):
+    default_code = ErrorCode.PAYMENT_INVALID_STATE
+
+
+class ProviderUnavailable(PaymentError):
+    default_code = ErrorCode.PROVIDER_UNAVAILABLE

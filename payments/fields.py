@@ -65,3 +65,57 @@ class ObjectTypeFieldSchema(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         return {"type": "string", "enum": [self.target.object_type], "readOnly": True}
+
+
+class RawAmountField(serializers.Field):
+    """
+    Takes the amount exactly as sent. DRF's CharField would turn the JSON number 1.5 into
+    "1.5"; money must arrive as a string, so the type is checked by `payments.money`.
+    """
+
+    def to_internal_value(self, data):
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class RawAmountFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = RawAmountField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "example": "599.00",
+            "description": "Major units as a decimal string; decimals per ISO 4217.",
+        }
+
+
+class MoneyField(serializers.Field):
+    """An amount of the object's own currency, as the canonical string ("599.00")."""
+
+    def __init__(self, attribute: str, **kwargs):
+        self.attribute = attribute
+        kwargs["source"] = "*"
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, obj):
+        from payments.money import amount_format
+
+        return amount_format(getattr(obj, self.attribute), obj.currency)
+
+
+class MoneyFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = MoneyField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {"type": "string", "example": "599.00", "readOnly": True}
+
+
+class BlankAsNullField(serializers.CharField):
+    """Text that is empty in the database reads as null in the API."""
+
+    def to_representation(self, value):
+        return value or None

@@ -32,6 +32,10 @@ def ulid() -> str:
         if value <= _last:
             value = _last + 1
         _last = value
+    return _encode(value)
+
+
+def _encode(value: int) -> str:
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 0x1F])
@@ -54,3 +58,13 @@ class PrefixedId:
 
     def __hash__(self):
         return hash(self.prefix)
+
+
+def ulid_floor(moment) -> str:
+    """The smallest ULID for a moment: ids made at or after it compare >= this string."""
+    return _encode(int(moment.timestamp() * 1000) << 80)
+
+
+def ulid_at(moment) -> str:
+    """A ULID for a past moment (backfills and demo data whose ids must match their time)."""
+    return _encode((int(moment.timestamp() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))

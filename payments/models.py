@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.db import models
 from django.db.models import Q
 
@@ -98,3 +100,255 @@ class Customer(models.Model):
 
     def __str__(self):
         return self.email or self.external_id
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    REQUIRES_CAPTURE = "requires_capture", "Requires capture"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+    REFUNDED = "refunded", "Refunded"
+
+
+# A payment "holds" its order id unless it ended without taking money.
+ORDER_HOLDING_STATUSES = [
+    PaymentStatus.PENDING,
+    PaymentStatus.REQUIRES_CAPTURE,
+    PaymentStatus.SUCCEEDED,
+    PaymentStatus.PARTIALLY_REFUNDED,
+    PaymentStatus.REFUNDED,
+]
+
+
+class Payment(models.Model):
+    """
+    One attempt to take an amount from a buyer. `status` changes only through
+    `payments.services.payment_transition`, under a row lock, with a timeline event.
+    """
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("pay"), editable=False
+    )
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
+    )
+    livemode = models.BooleanField(default=False)
+    # Major units; the currency's exponent bounds the decimals (validated in payments.money).
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    capture = models.BooleanField(default=True, help_text="False: authorize now, capture later.")
+    amount_captured = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    amount_refunded = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+
+    provider = models.CharField(max_length=20)
+    provider_payment_id = models.CharField(max_length=255, blank=True)
+    provider_checkout_id = models.CharField(max_length=255, blank=True)
+    provider_checkout_url = models.URLField(max_length=2000, blank=True)
+    provider_payment_method_id = models.CharField(max_length=255, blank=True)
+    payment_method_types = models.JSONField(default=list, blank=True)
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+
+    description = models.CharField(max_length=1000, blank=True)
+    order_id = models.CharField(max_length=255, blank=True)
+    reference = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    return_url = models.URLField(max_length=2000, blank=True)
+
+    failure_code = models.CharField(max_length=100, blank=True)
+    failure_message = models.CharField(max_length=1000, blank=True)
+
+    # Work bookkeeping for the provider call (the sweep re-dispatches lost tasks).
+    dispatch_attempts = models.PositiveIntegerField(default=0)
+    last_dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "order_id"],
+                condition=Q(status__in=ORDER_HOLDING_STATUSES) & ~Q(order_id=""),
+                name="payment_one_live_payment_per_order",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=models.F("amount")),
+                name="payment_refunded_within_amount",
+            ),
+        ]
+        indexes = [
+            # Lists are cursor-paginated on id within a merchant, optionally narrowed.
+            models.Index(fields=["merchant", "-id"], name="payment_merchant_id"),
+            models.Index(fields=["merchant", "status", "-id"], name="payment_merchant_status_id"),
+            models.Index(
+                fields=["merchant", "provider", "-id"], name="payment_merchant_provider_id"
+            ),
+            models.Index(fields=["customer", "-id"], name="payment_customer_id"),
+            models.Index(
+                fields=["merchant", "order_id"], name="payment_merchant_order",
+                condition=~Q(order_id=""),
+            ),
+            # Webhooks find payments by the provider's ids.
+            models.Index(
+                fields=["provider", "provider_payment_id"], name="payment_provider_payment",
+                condition=~Q(provider_payment_id=""),
+            ),
+            models.Index(
+                fields=["provider", "provider_checkout_id"], name="payment_provider_checkout",
+                condition=~Q(provider_checkout_id=""),
+            ),
+            # The dispatch sweep looks only at pending payments still waiting for a checkout.
+            models.Index(
+                fields=["created_at"], name="payment_awaiting_checkout",
+                condition=Q(status="pending", provider_checkout_url=""),
+            ),
+        ]  # fmt: skip
+
+    def __str__(self):
+        return self.id
+
+
+class PaymentEvent(models.Model):
+    """The timeline: one row for every step in a payment's life, with who caused it."""
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        PROVIDER = "provider", "Provider webhook"
+        ADMIN = "admin", "Admin user"
+        TASK = "task", "Task"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("pev"), editable=False
+    )
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=50)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    actor = models.CharField(max_length=255, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["payment", "id"], name="paymentevent_payment_id")]
+
+    def __str__(self):
+        return f"{self.payment_id} {self.type}"
+
+
+class IdempotencyKey(models.Model):
+    """
+    A stored response for an `Idempotency-Key`, committed in the same transaction as the
+    effect it describes: there is never a payment without its key or a key without it.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_method = models.CharField(max_length=10)
+    request_path = models.CharField(max_length=500)
+    request_fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.BinaryField()
+    response_content_type = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "key"], name="idempotency_key_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.merchant_id}:{self.key}"
+
+
+# --- The sandbox provider's own records ---------------------------------------------------
+# The sandbox behaves like a remote provider: it keeps its own books (these tables), talks
+# to the rest of the code only through its adapter and through signed webhooks, and can be
+# reconciled against like any provider. Nothing here is our view of a payment.
+
+
+class SandboxPaymentMethod(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("sbx_pm"), editable=False
+    )
+    card_brand = models.CharField(max_length=20)
+    card_last4 = models.CharField(max_length=4)
+    # Test card 4000 0000 0000 0341: the first payment works, later off-session ones fail.
+    declines_off_session = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.card_brand} •••• {self.card_last4}"
+
+
+class SandboxPayment(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open (awaiting the buyer)"
+        REQUIRES_CONFIRMATION = "requires_confirmation", "Requires confirmation"
+        REQUIRES_CAPTURE = "requires_capture", "Requires capture"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("sbx_pay"), editable=False
+    )
+    # The caller's idempotency key: the same key never opens a second payment.
+    idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    reference = models.CharField(max_length=255, db_index=True)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    manual_capture = models.BooleanField(default=False)
+    status = models.CharField(max_length=30, choices=Status.choices, default=Status.OPEN)
+    amount_captured = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    amount_refunded = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    payment_method = models.ForeignKey(
+        SandboxPaymentMethod, on_delete=models.PROTECT, null=True, blank=True
+    )
+    save_payment_method = models.BooleanField(default=False)
+    off_session = models.BooleanField(default=False)
+    failure_code = models.CharField(max_length=100, blank=True)
+    failure_message = models.CharField(max_length=500, blank=True)
+    return_url = models.URLField(max_length=2000, blank=True)
+    description = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.id
+
+
+class SandboxEvent(models.Model):
+    """A webhook the sandbox owes us; sent (and retried) by a Celery task."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("sbx_evt"), editable=False
+    )
+    type = models.CharField(max_length=60)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="sandboxevent_undelivered",
+                condition=Q(delivered_at__isnull=True),
+            )
+        ]  # fmt: skip
+
+    def __str__(self):
+        return f"{self.id} {self.type}"

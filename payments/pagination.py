@@ -28,3 +28,10 @@ class IdCursorPagination(CursorPagination):
                 {self.page_size_query_param: [f"Must be between 1 and {self.max_page_size}."]}
             )
         return super().get_page_size(request)
+
+
+class TimelineCursorPagination(IdCursorPagination):
+    """Oldest first: a timeline reads in the order things happened."""
+
+    ordering = "id"
+    page_size = 100

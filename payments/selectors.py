@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 
 from payments import credentials, providers
 from payments.errors import NotFound
-from payments.models import APIKey, Customer, Merchant
+from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent
 
 
 def api_key_get_by_raw_key(raw_key: str) -> APIKey | None:
@@ -46,3 +46,23 @@ def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
         "providers": enabled,
         "stripe_publishable_key": stripe_key or None,
     }
+
+
+def payment_list(*, merchant: Merchant) -> QuerySet[Payment]:
+    return Payment.objects.filter(merchant=merchant)
+
+
+def payment_get_for_merchant(*, merchant: Merchant, payment_id: str) -> Payment:
+    payment = Payment.objects.filter(merchant=merchant, pk=payment_id).first()
+    if payment is None:
+        raise NotFound("payment", payment_id)
+    return payment
+
+
+def payment_events_list(*, payment: Payment) -> QuerySet[PaymentEvent]:
+    return PaymentEvent.objects.filter(payment=payment)
+
+
+def payment_get_public(payment_id: str) -> Payment | None:
+    """For the pay link: the id (80 random bits) is the buyer's only credential."""
+    return Payment.objects.select_related("merchant").filter(pk=payment_id).first()

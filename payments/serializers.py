@@ -1,9 +1,19 @@
 """Input and output serializers, one pair per endpoint where they differ."""
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
-from payments.fields import InputSerializer, MetadataField, ObjectTypeField
-from payments.models import Customer
+from payments import money
+from payments.fields import (
+    BlankAsNullField,
+    InputSerializer,
+    MetadataField,
+    MoneyField,
+    ObjectTypeField,
+    RawAmountField,
+)
+from payments.models import Customer, Payment, PaymentEvent
+from payments.services import pay_link_url
 
 
 class CustomerCreateInputSerializer(InputSerializer):
@@ -32,3 +42,126 @@ class ConfigOutputSerializer(serializers.Serializer):
     default_provider = serializers.CharField(source="merchant.default_provider")
     providers = serializers.ListField(child=serializers.CharField())
     stripe_publishable_key = serializers.CharField(allow_null=True)
+
+
+class CustomerReferenceField(serializers.Field):
+    """A customer id (`cus_…`), or `{"external_id", "email", "name"}` to find or create one."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if not data:
+                raise serializers.ValidationError("Must be a customer id or an object.")
+            return data
+        if isinstance(data, dict):
+            serializer = CustomerCreateInputSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            return dict(serializer.validated_data)
+        raise serializers.ValidationError("Must be a customer id or an object.")
+
+    def to_representation(self, value):
+        return value
+
+
+class CustomerReferenceFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = CustomerReferenceField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "oneOf": [
+                {"type": "string", "description": "A customer id (cus_…)"},
+                {
+                    "type": "object",
+                    "required": ["external_id"],
+                    "properties": {
+                        "external_id": {"type": "string"},
+                        "email": {"type": "string", "format": "email"},
+                        "name": {"type": "string"},
+                    },
+                },
+            ]
+        }
+
+
+class PaymentCreateInputSerializer(InputSerializer):
+    amount = RawAmountField()
+    currency = serializers.CharField(max_length=3)
+    provider = serializers.CharField(required=False, max_length=20)
+    customer = CustomerReferenceField(required=False)
+    order_id = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
+    reference = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
+    description = serializers.CharField(
+        required=False, allow_blank=True, max_length=1000, default=""
+    )
+    metadata = MetadataField()
+    return_url = serializers.URLField(required=False, allow_blank=True, max_length=2000, default="")
+    capture = serializers.BooleanField(required=False, default=True)
+
+    def validate(self, attrs):
+        # Amount rules depend on the currency, so both are checked together here.
+        attrs["currency"] = money.currency_normalize(attrs["currency"])
+        attrs["amount"] = money.amount_parse(attrs["amount"], attrs["currency"])
+        return attrs
+
+
+class PaymentCaptureInputSerializer(InputSerializer):
+    amount = RawAmountField(required=False)
+
+
+class PaymentCancelInputSerializer(InputSerializer):
+    pass
+
+
+class PaymentOutputSerializer(serializers.ModelSerializer):
+    object = ObjectTypeField("payment")
+    amount = MoneyField("amount")
+    amount_captured = MoneyField("amount_captured")
+    amount_refunded = MoneyField("amount_refunded")
+    checkout_url = serializers.SerializerMethodField()
+    customer = serializers.CharField(source="customer_id", allow_null=True)
+    payment_method = serializers.SerializerMethodField()
+    provider_payment_id = BlankAsNullField()
+    failure_code = BlankAsNullField()
+    failure_message = BlankAsNullField()
+    order_id = BlankAsNullField()
+    reference = BlankAsNullField()
+    return_url = BlankAsNullField()
+
+    class Meta:
+        model = Payment
+        fields = [
+            "id", "object", "status", "amount", "currency", "amount_captured", "amount_refunded",
+            "capture", "provider", "provider_payment_id", "checkout_url", "customer",
+            "payment_method", "order_id", "reference", "description", "metadata", "return_url",
+            "failure_code", "failure_message", "livemode", "created_at", "updated_at",
+            "completed_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_checkout_url(self, payment) -> str:
+        return pay_link_url(payment)
+
+    def get_payment_method(self, payment) -> dict | None:
+        if not payment.card_last4:
+            return None
+        return {"type": "card", "brand": payment.card_brand, "last4": payment.card_last4}
+
+
+class PaymentEventOutputSerializer(serializers.ModelSerializer):
+    object = ObjectTypeField("payment_event")
+    from_status = BlankAsNullField()
+    to_status = BlankAsNullField()
+
+    class Meta:
+        model = PaymentEvent
+        fields = [
+            "id",
+            "object",
+            "type",
+            "from_status",
+            "to_status",
+            "source",
+            "actor",
+            "data",
+            "created_at",
+        ]
+        read_only_fields = fields

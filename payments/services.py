@@ -1,13 +1,39 @@
-"""Write operations of the payments app. Views, admin and commands call these."""
+"""Write operations of the payments app. Views, admin, tasks and commands call these."""
 
+import logging
 from datetime import timedelta
+from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from payments import credentials
-from payments.errors import Conflict, ErrorCode, ValidationFailed
-from payments.models import APIKey, Customer, Merchant
+from payments import credentials, money, providers
+from payments.errors import (
+    Conflict,
+    ErrorCode,
+    InvalidState,
+    ProviderUnavailable,
+    ValidationFailed,
+)
+from payments.models import (
+    APIKey,
+    Customer,
+    Merchant,
+    Payment,
+    PaymentEvent,
+    PaymentStatus,
+)
+from payments.providers.base import (
+    CheckoutRequest,
+    ProviderDeclined,
+    ProviderError,
+    ProviderPayment,
+    ProviderTransientError,
+)
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is a hint for humans; writing it on every request would turn each read into
 # a write, so it is refreshed at most once per this interval.
@@ -112,3 +138,418 @@ def _customer_exists(external_id: str) -> Conflict:
     return Conflict(
         f"A customer with external_id '{external_id}' already exists.", param="external_id"
     )
+
+
+def customer_resolve(*, merchant: Merchant, reference: str | dict) -> Customer:
+    """
+    The customer a payment names: an id (`cus_…`) of this merchant, or
+    `{"external_id", "email", "name"}`, found by external id or created.
+    """
+    if isinstance(reference, str):
+        customer = Customer.objects.filter(merchant=merchant, pk=reference).first()
+        if customer is None:
+            raise ValidationFailed(f"No such customer: '{reference}'.", param="customer")
+        return customer
+    customer = Customer.objects.filter(
+        merchant=merchant, external_id=reference["external_id"]
+    ).first()
+    if customer is not None:
+        return customer
+    try:
+        return customer_create(merchant=merchant, **reference)
+    except Conflict:  # created concurrently by another request: use that one
+        return Customer.objects.get(merchant=merchant, external_id=reference["external_id"])
+
+
+# --- Payments ---------------------------------------------------------------------------
+
+# Which status may follow which. Terminal states (failed, canceled, refunded) have none.
+PAYMENT_TRANSITIONS = {
+    PaymentStatus.PENDING: {
+        PaymentStatus.REQUIRES_CAPTURE,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.REQUIRES_CAPTURE: {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.CANCELED,
+        PaymentStatus.FAILED,
+    },
+    PaymentStatus.SUCCEEDED: {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED},
+    PaymentStatus.PARTIALLY_REFUNDED: {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED},
+}
+COMPLETING_STATUSES = {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED}
+
+
+def payment_can_transition(from_status: str, to_status: str) -> bool:
+    return to_status in PAYMENT_TRANSITIONS.get(from_status, ())
+
+
+def payment_lock(payment_id: str) -> Payment:
+    """The payment row, locked until the surrounding transaction ends."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payment_lock needs a transaction")
+    return Payment.objects.select_for_update().get(pk=payment_id)
+
+
+def payment_event_record(
+    *, payment: Payment, type: str, source: str, actor: str = "", data: dict | None = None,
+    from_status: str = "", to_status: str = "",
+) -> PaymentEvent:  # fmt: skip
+    return PaymentEvent.objects.create(
+        payment=payment,
+        type=type,
+        source=source,
+        actor=actor,
+        data=data or {},
+        from_status=from_status,
+        to_status=to_status,
+    )
+
+
+def payment_transition(
+    *,
+    payment: Payment,
+    to_status: str,
+    source: str,
+    actor: str = "",
+    data: dict | None = None,
+    **changes,
+) -> Payment:
+    """
+    Move a locked payment (see `payment_lock`) to `to_status`, with any field `changes`,
+    and record the step in its timeline. The only place `Payment.status` is assigned.
+    Raises InvalidState (409) for a move the state machine does not allow.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payment_transition needs a transaction holding the row lock")
+    from_status = payment.status
+    if not payment_can_transition(from_status, to_status):
+        raise InvalidState(
+            f"The payment is {from_status}; it cannot become {to_status}.", param=None
+        )
+    payment.status = to_status
+    for name, value in changes.items():
+        setattr(payment, name, value)
+    fields = {"status", "updated_at", *changes}
+    if to_status in COMPLETING_STATUSES and payment.completed_at is None:
+        payment.completed_at = timezone.now()
+        fields.add("completed_at")
+    payment.save(update_fields=sorted(fields))
+    payment_event_record(
+        payment=payment,
+        type=to_status,
+        source=source,
+        actor=actor,
+        data=data,
+        from_status=from_status,
+        to_status=to_status,
+    )
+    return payment
+
+
+@transaction.atomic
+def payment_create(
+    *,
+    merchant: Merchant,
+    amount: Decimal | str,
+    currency: str,
+    provider: str | None = None,
+    customer: Customer | None = None,
+    order_id: str = "",
+    reference: str = "",
+    description: str = "",
+    metadata: dict | None = None,
+    return_url: str = "",
+    capture: bool = True,
+    livemode: bool = False,
+    actor: str = "",
+) -> Payment:
+    """
+    Record a new pending payment and, once committed, ask its provider for a checkout in a
+    Celery task. Returns at once: provider latency never reaches the caller.
+    """
+    currency = money.currency_normalize(currency)
+    if isinstance(amount, Decimal):  # from our own code (admin, renewals): same rules
+        amount = f"{amount.normalize():f}"
+    amount = money.amount_parse(amount, currency)
+    provider = provider or merchant.default_provider
+    if provider not in providers.ALL_PROVIDERS:
+        raise ValidationFailed(f"Unknown provider: '{provider}'.", param="provider")
+    if not providers.provider_enabled(provider):
+        raise ValidationFailed(
+            f"The {provider} provider is not enabled on this deployment.",
+            code=ErrorCode.PROVIDER_NOT_ENABLED,
+            param="provider",
+        )
+    if customer is not None and customer.merchant_id != merchant.pk:
+        raise ValidationFailed("No such customer.", param="customer")
+    if order_id and _order_is_held(merchant, order_id):
+        raise _order_conflict(order_id)
+    try:
+        with transaction.atomic():
+            payment = Payment.objects.create(
+                merchant=merchant,
+                customer=customer,
+                livemode=livemode,
+                amount=amount,
+                currency=currency,
+                capture=capture,
+                provider=provider,
+                order_id=order_id,
+                reference=reference,
+                description=description,
+                metadata=metadata or {},
+                return_url=return_url,
+            )
+    except IntegrityError:
+        if order_id and _order_is_held(merchant, order_id):
+            raise _order_conflict(order_id) from None
+        raise
+    payment_event_record(
+        payment=payment,
+        type="created",
+        source=PaymentEvent.Source.API,
+        actor=actor,
+        to_status=payment.status,
+        data={
+            "amount": money.amount_format(amount, currency),
+            "currency": currency,
+            "provider": provider,
+        },
+    )
+    _checkout_dispatch_on_commit(payment)
+    return payment
+
+
+def _order_is_held(merchant: Merchant, order_id: str) -> bool:
+    from payments.models import ORDER_HOLDING_STATUSES
+
+    return Payment.objects.filter(
+        merchant=merchant, order_id=order_id, status__in=ORDER_HOLDING_STATUSES
+    ).exists()
+
+
+def _order_conflict(order_id: str) -> Conflict:
+    return Conflict(
+        f"Order '{order_id}' already has a payment that is open or paid.",
+        code=ErrorCode.ORDER_ALREADY_PAID,
+        param="order_id",
+    )
+
+
+def _checkout_dispatch_on_commit(payment: Payment) -> None:
+    from payments.tasks import payment_checkout_dispatch
+    from payments_project.celery import enqueue_on_commit
+
+    enqueue_on_commit(payment_checkout_dispatch, payment.pk)
+
+
+def pay_link_url(payment: Payment) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/pay/{payment.pk}"
+
+
+def payment_checkout_start(*, payment_id: str) -> Payment | None:
+    """
+    Ask the provider for the payment's checkout and store where to send the buyer.
+    Idempotent: a payment that has its checkout (or is no longer pending) is left alone,
+    and the provider gets the same idempotency key on every try.
+    Raises ProviderTransientError when worth retrying later.
+    """
+    payment = Payment.objects.select_related("customer").filter(pk=payment_id).first()
+    if payment is None or payment.status != PaymentStatus.PENDING or payment.provider_checkout_url:
+        return payment
+    Payment.objects.filter(pk=payment.pk).update(
+        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
+    )
+    request = CheckoutRequest(
+        payment_id=payment.pk,
+        amount=payment.amount,
+        currency=payment.currency,
+        capture=payment.capture,
+        # The buyer comes back to our pay link, which waits for the provider's verdict.
+        return_url=pay_link_url(payment) + "?returned=1",
+        description=payment.description,
+        customer_email=payment.customer.email if payment.customer else "",
+        metadata={"payment_id": payment.pk},
+    )
+    try:
+        result = providers.get_provider(payment.provider).checkout_create(
+            request, idempotency_key=f"checkout-{payment.pk}"
+        )
+    except ProviderTransientError:
+        raise
+    except ProviderError as exc:
+        return payment_fail(
+            payment_id=payment.pk,
+            code=exc.code,
+            message=exc.message,
+            source=PaymentEvent.Source.TASK,
+        )
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        if payment.status != PaymentStatus.PENDING or payment.provider_checkout_url:
+            logger.info("Payment %s moved on while its checkout was created", payment.pk)
+            return payment
+        payment.provider_payment_id = result.provider_payment_id
+        payment.provider_checkout_id = result.checkout_id
+        payment.provider_checkout_url = result.checkout_url
+        payment.save(
+            update_fields=[
+                "provider_payment_id",
+                "provider_checkout_id",
+                "provider_checkout_url",
+                "updated_at",
+            ]
+        )
+        payment_event_record(
+            payment=payment,
+            type="checkout_created",
+            source=PaymentEvent.Source.TASK,
+            actor="payment_checkout_dispatch",
+            data={"provider": payment.provider, "provider_payment_id": result.provider_payment_id},
+        )
+    return payment
+
+
+def payment_fail(
+    *, payment_id: str, code: str, message: str, source: str, actor: str = ""
+) -> Payment:
+    with transaction.atomic():
+        payment = payment_lock(payment_id)
+        if not payment_can_transition(payment.status, PaymentStatus.FAILED):
+            return payment
+        return payment_transition(
+            payment=payment,
+            to_status=PaymentStatus.FAILED,
+            source=source,
+            actor=actor,
+            data={"failure_code": code},
+            failure_code=code[:100],
+            failure_message=message[:1000],
+        )
+
+
+def payment_sync_from_provider(
+    *, remote: ProviderPayment, source: str, actor: str = ""
+) -> Payment | None:
+    """
+    Bring our payment in line with the provider's account of it (a webhook, a sync).
+
+    Acts on the state the provider reports, not on the order messages arrive in: a move
+    the state machine allows is made; anything else (an older message arriving late, a
+    duplicate) changes nothing. Returns None when the payment is not ours.
+    """
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(pk=remote.reference).first()
+        if payment is None:
+            return None
+        _payment_absorb_details(payment, remote)
+        target = remote.status
+        if target == payment.status or not payment_can_transition(payment.status, target):
+            if target != payment.status:
+                payment_event_record(
+                    payment=payment,
+                    type="provider_update_ignored",
+                    source=source,
+                    actor=actor,
+                    data={"provider_status": target, "status": payment.status},
+                )
+            return payment
+        changes = {}
+        if target == PaymentStatus.SUCCEEDED:
+            changes["amount_captured"] = remote.amount_captured or payment.amount
+        if target == PaymentStatus.FAILED:
+            changes["failure_code"] = remote.failure_code[:100] or "provider_declined"
+            changes["failure_message"] = remote.failure_message[:1000]
+        return payment_transition(
+            payment=payment, to_status=target, source=source, actor=actor, **changes
+        )
+
+
+def _payment_absorb_details(payment: Payment, remote: ProviderPayment) -> None:
+    """Copy the provider's ids and card details that we do not have yet."""
+    fields = []
+    for ours, theirs in [
+        ("provider_payment_id", remote.provider_payment_id),
+        ("provider_payment_method_id", remote.payment_method_id),
+        ("card_brand", remote.card_brand),
+        ("card_last4", remote.card_last4),
+    ]:
+        if theirs and getattr(payment, ours) != theirs:
+            setattr(payment, ours, theirs)
+            fields.append(ours)
+    if remote.payment_method_types and payment.payment_method_types != list(
+        remote.payment_method_types
+    ):
+        payment.payment_method_types = list(remote.payment_method_types)
+        fields.append("payment_method_types")
+    if fields:
+        payment.save(update_fields=[*fields, "updated_at"])
+
+
+def payment_cancel(*, payment: Payment, source: str, actor: str = "") -> Payment:
+    """
+    Cancel a payment that has not taken money: pending, or authorized and not captured.
+    The provider is told first; its refusal leaves our payment as it was.
+    """
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        if not payment_can_transition(payment.status, PaymentStatus.CANCELED):
+            raise InvalidState(f"The payment is {payment.status}; it cannot be canceled.")
+        if payment.provider_payment_id:
+            _provider_call(
+                lambda p: p.payment_cancel(
+                    payment.provider_payment_id, idempotency_key=f"cancel-{payment.pk}"
+                ),
+                payment,
+            )
+        return payment_transition(
+            payment=payment, to_status=PaymentStatus.CANCELED, source=source, actor=actor
+        )
+
+
+def payment_capture(
+    *, payment: Payment, amount: Decimal | None = None, source: str, actor: str = ""
+) -> Payment:
+    """
+    Capture an authorized payment, in full or in part (the rest of the hold is
+    released). The row stays locked during the provider call, so two captures cannot
+    both go through; the provider call is bounded by its timeout.
+    """
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        if payment.status != PaymentStatus.REQUIRES_CAPTURE:
+            raise InvalidState(
+                f"The payment is {payment.status}; only an authorized payment can be captured."
+            )
+        amount = payment.amount if amount is None else amount
+        if amount > payment.amount:
+            authorized = money.amount_format(payment.amount, payment.currency)
+            raise ValidationFailed(
+                f"Cannot capture more than the authorized {authorized}.", param="amount"
+            )
+        remote = _provider_call(
+            lambda p: p.payment_capture(
+                payment.provider_payment_id, amount, idempotency_key=f"capture-{payment.pk}"
+            ),
+            payment,
+        )
+        return payment_transition(
+            payment=payment,
+            to_status=PaymentStatus.SUCCEEDED,
+            source=source,
+            actor=actor,
+            data={"amount_captured": money.amount_format(amount, payment.currency)},
+            amount_captured=remote.amount_captured or amount,
+        )
+
+
+def _provider_call(call, payment: Payment):
+    try:
+        return call(providers.get_provider(payment.provider))
+    except ProviderDeclined as exc:
+        raise InvalidState(f"The provider refused: {exc.message}") from exc
+    except ProviderError as exc:
+        raise ProviderUnavailable(f"The provider could not be reached: {exc.message}") from exc

@@ -137,7 +137,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
 }
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+# Enqueueing right after a commit must not hang a request when the broker is away: fail
+# fast, and let the sweeps below pick the work up.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -237,5 +239,40 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# --- Payments behaviour ---------------------------------------------------------------
+# The sandbox signs its webhooks (Standard Webhooks scheme). Derived from SECRET_KEY unless
+# set, so every process of one installation agrees without extra configuration.
+SANDBOX_WEBHOOK_SECRET = env.str("SANDBOX_WEBHOOK_SECRET", default="")
+SANDBOX_WEBHOOK_URL = env.str("SANDBOX_WEBHOOK_URL", default="")  # default: PUBLIC_BASE_URL
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# A payment whose provider checkout could not be created within this window fails.
+PAYMENT_CHECKOUT_DEADLINE_MINUTES = env.int("PAYMENT_CHECKOUT_DEADLINE_MINUTES", default=60)
+PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
+
+# Periodic sweeps (Celery beat). Each one recovers work whose task was lost (a worker
+# killed mid-task, a broker restart) or cleans up; all of them are safe to run twice.
+CELERY_BEAT_SCHEDULE = {
+    # Pending payments whose checkout task never ran or died: dispatch again.
+    "payments-redispatch-checkouts": {
+        "task": "payments.tasks.payments_sweep_awaiting_checkout",
+        "schedule": 60.0,
+    },
+    # Sandbox webhooks that were never delivered (our web process was down): resend.
+    "sandbox-resend-events": {
+        "task": "payments.tasks.sandbox_sweep_undelivered_events",
+        "schedule": 60.0,
+    },
+    # Inbound webhooks stored but never processed (task lost): process them.
+    "webhooks-process-stranded": {
+        "task": "webhooks.tasks.inbound_webhooks_sweep",
+        "schedule": 60.0,
+    },
+    # Idempotency keys are promised for 24 h; older ones only cost space.
+    "payments-purge-idempotency-keys": {
+        "task": "payments.tasks.idempotency_keys_purge",
+        "schedule": 3600.0,
     },
 }

@@ -2,14 +2,26 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from payments import pages
 from payments.exception_handlers import json_page_not_found
+from payments.sandbox import views as sandbox_views
 from payments_project import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.urls")),
+    path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("pay/<str:payment_id>", pages.pay_link, name="pay-link"),
+    path(
+        "sandbox/checkout/<str:sandbox_payment_id>", sandbox_views.checkout, name="sandbox-checkout"
+    ),
+    path(
+        "sandbox/checkout/<str:sandbox_payment_id>/confirm",
+        sandbox_views.confirm,
+        name="sandbox-confirm",
+    ),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     # Unknown machine-facing URLs answer in the error shape even with DEBUG on, where

@@ -24,3 +24,12 @@ def provider_enabled(name: str) -> bool:
 
 def enabled_providers() -> list[str]:
     return [name for name in ALL_PROVIDERS if provider_enabled(name)]
+
+
+def get_provider(name: str):
+    """The adapter for `name`. Imported lazily: only a deployment using a provider loads its SDK."""
+    if name == SANDBOX:
+        from payments.providers.sandbox import SandboxProvider
+
+        return SandboxProvider()
+    raise LookupError(f"No adapter for provider '{name}'.")

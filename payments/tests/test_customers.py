@@ -6,6 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conftest import client_for
+from payments.ids import ulid_at
 from payments.models import Customer
 from payments.tests.factories import APIKeyFactory, CustomerFactory
 from payments.tests.test_authentication import assert_error
@@ -121,8 +122,13 @@ def test_cursor_pagination_walks_every_customer_once_newest_first(api, merchant)
 
 
 def test_filters(api, merchant):
-    old = CustomerFactory(merchant=merchant, external_id="a", email="Ann@Example.com")
-    Customer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    three_days_ago = timezone.now() - timedelta(days=3)
+    old = CustomerFactory(
+        merchant=merchant,
+        id=f"cus_{ulid_at(three_days_ago)}",
+        external_id="a",
+        email="Ann@Example.com",
+    )
     new = CustomerFactory(merchant=merchant, external_id="b", email="bob@example.com")
 
     def ids(query):

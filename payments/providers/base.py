@@ -1,0 +1,107 @@
+"""
+The one interface every provider adapter implements, and the small dataclasses that cross
+it. Adapters take and return these, never SDK objects, so the rest of the code does not
+know which provider it is talking to.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    payment_id: str
+    amount: Decimal
+    currency: str
+    capture: bool
+    return_url: str  # where the provider sends the buyer afterwards: our pay link
+    description: str = ""
+    customer_email: str = ""
+    save_payment_method: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    provider_payment_id: str
+    checkout_id: str
+    checkout_url: str
+
+
+@dataclass(frozen=True)
+class ProviderPayment:
+    """A provider's view of a payment, with the status in our vocabulary."""
+
+    provider_payment_id: str
+    reference: str  # our payment id, as we gave it to the provider
+    status: str  # pending | requires_capture | succeeded | failed | canceled
+    amount: Decimal
+    currency: str
+    amount_captured: Decimal = Decimal(0)
+    amount_refunded: Decimal = Decimal(0)
+    payment_method_id: str = ""
+    payment_method_types: tuple[str, ...] = ()
+    card_brand: str = ""
+    card_last4: str = ""
+    failure_code: str = ""
+    failure_message: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A verified webhook, reduced to what we act on."""
+
+    event_id: str
+    type: str
+    payment: ProviderPayment | None = None
+
+
+class ProviderError(Exception):
+    """A provider call failed. `transient` errors are worth retrying; others are final."""
+
+    transient = False
+
+    def __init__(self, message: str, *, code: str = "provider_error"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ProviderTransientError(ProviderError):
+    transient = True
+
+
+class ProviderDeclined(ProviderError):
+    """The provider refused on the merits (bad request, card declined): do not retry."""
+
+
+class WebhookVerificationError(Exception):
+    """The request is not provably from the provider (signature, age, source)."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def checkout_create(
+        self, request: CheckoutRequest, *, idempotency_key: str
+    ) -> CheckoutResult: ...
+
+    def payment_retrieve(self, provider_payment_id: str) -> ProviderPayment: ...
+
+    def payment_capture(
+        self, provider_payment_id: str, amount: Decimal, *, idempotency_key: str
+    ) -> ProviderPayment: ...
+
+    def payment_cancel(
+        self, provider_payment_id: str, *, idempotency_key: str
+    ) -> ProviderPayment: ...
+
+    def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
+        """The request's payload, if it provably comes from the provider."""
+        ...
+
+    def webhook_event(self, payload: dict) -> ProviderEvent:
+        """What a verified (and stored) payload says; runs again on reprocessing."""
+        ...

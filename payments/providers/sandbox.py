@@ -1,0 +1,112 @@
+"""Adapter for the built-in sandbox provider (`payments.sandbox`)."""
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from payments import signing
+from payments.providers.base import (
+    CheckoutRequest,
+    CheckoutResult,
+    ProviderDeclined,
+    ProviderEvent,
+    ProviderPayment,
+    WebhookVerificationError,
+)
+from payments.sandbox import gateway
+
+# The sandbox's statuses in our vocabulary.
+_STATUS = {
+    "open": "pending",
+    "requires_confirmation": "pending",
+    "requires_capture": "requires_capture",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+
+
+class SandboxProvider:
+    name = "sandbox"
+
+    def checkout_create(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutResult:
+        with _mapped_errors():
+            payment = gateway.payment_open(
+                idempotency_key=idempotency_key,
+                reference=request.payment_id,
+                amount=request.amount,
+                currency=request.currency,
+                manual_capture=not request.capture,
+                return_url=request.return_url,
+                description=request.description,
+                save_payment_method=request.save_payment_method,
+            )
+        return CheckoutResult(
+            provider_payment_id=payment.id,
+            checkout_id=payment.id,
+            checkout_url=gateway.checkout_url(payment),
+        )
+
+    def payment_retrieve(self, provider_payment_id: str) -> ProviderPayment:
+        with _mapped_errors():
+            return _to_provider_payment(
+                gateway.payment_object(gateway.payment_get(provider_payment_id))
+            )
+
+    def payment_capture(
+        self, provider_payment_id: str, amount: Decimal, *, idempotency_key: str
+    ) -> ProviderPayment:
+        with _mapped_errors():
+            payment = gateway.payment_capture(provider_payment_id, amount)
+        return _to_provider_payment(gateway.payment_object(payment))
+
+    def payment_cancel(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderPayment:
+        with _mapped_errors():
+            payment = gateway.payment_cancel(provider_payment_id)
+        return _to_provider_payment(gateway.payment_object(payment))
+
+    def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
+        try:
+            return signing.webhook_verify(gateway.webhook_secret(), body, headers)
+        except signing.SignatureError as exc:
+            raise WebhookVerificationError(f"Bad sandbox signature: {exc}") from None
+
+    def webhook_event(self, payload: dict) -> ProviderEvent:
+        try:
+            return ProviderEvent(
+                event_id=str(payload["id"]),
+                type=str(payload["type"]),
+                payment=_to_provider_payment(payload["data"]["object"]),
+            )
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise WebhookVerificationError(f"Malformed sandbox event: {exc!r}") from None
+
+
+def _to_provider_payment(obj: dict) -> ProviderPayment:
+    method = obj.get("payment_method") or {}
+    return ProviderPayment(
+        provider_payment_id=obj["id"],
+        reference=obj["reference"],
+        status=_STATUS[obj["status"]],
+        amount=Decimal(obj["amount"]),
+        currency=obj["currency"],
+        amount_captured=Decimal(obj["amount_captured"]),
+        amount_refunded=Decimal(obj["amount_refunded"]),
+        payment_method_id=method.get("id", ""),
+        payment_method_types=("card",),
+        card_brand=method.get("brand", ""),
+        card_last4=method.get("last4", ""),
+        failure_code=obj.get("failure_code", ""),
+        failure_message=obj.get("failure_message", ""),
+    )
+
+
+class _mapped_errors:
+    """Turn the sandbox's refusals into the provider errors every adapter raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, gateway.SandboxError):
+            raise ProviderDeclined(exc.message, code=exc.code) from None
+        return False

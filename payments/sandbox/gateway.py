@@ -1,0 +1,316 @@
+"""
+What the sandbox "provider" does when it is called, or when a buyer acts on its page.
+
+Test cards (any expiry and CVC):
+- 4242 4242 4242 4242  succeeds
+- 4000 0000 0000 0002  is declined (card_declined)
+- 4000 0000 0000 9995  is declined (insufficient_funds)
+- 4000 0000 0000 0069  is declined (expired_card)
+- 4000 0025 0000 3155  asks the buyer to confirm first
+- 4000 0000 0000 0341  pays now, but every later off-session charge is declined
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from payments import signing
+from payments.models import SandboxEvent, SandboxPayment, SandboxPaymentMethod
+from payments_project.celery import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+Status = SandboxPayment.Status
+
+
+@dataclass(frozen=True)
+class CardBehaviour:
+    outcome: str  # "succeed" | "decline" | "confirm"
+    decline_code: str = ""
+    declines_off_session: bool = False
+
+
+TEST_CARDS = {
+    "4242424242424242": CardBehaviour("succeed"),
+    "4000000000000002": CardBehaviour("decline", "card_declined"),
+    "4000000000009995": CardBehaviour("decline", "insufficient_funds"),
+    "4000000000000069": CardBehaviour("decline", "expired_card"),
+    "4000002500003155": CardBehaviour("confirm"),
+    "4000000000000341": CardBehaviour("succeed", declines_off_session=True),
+}
+DECLINE_MESSAGES = {
+    "card_declined": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "confirmation_declined": "The buyer did not confirm the payment.",
+}
+
+
+class SandboxError(Exception):
+    """A request the sandbox refuses (like a provider's 4xx)."""
+
+    def __init__(self, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class CardRejected(Exception):
+    """The number typed on the checkout page is not usable; nothing changed."""
+
+
+def webhook_secret() -> str:
+    return settings.SANDBOX_WEBHOOK_SECRET or signing.webhook_secret_derive(
+        settings.SECRET_KEY, "sandbox"
+    )
+
+
+def checkout_url(sandbox_payment: SandboxPayment) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/sandbox/checkout/{sandbox_payment.id}"
+
+
+def card_normalize(number: str) -> str:
+    return "".join(ch for ch in (number or "") if not ch.isspace() and ch != "-")
+
+
+def luhn_valid(number: str) -> bool:
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        return False
+    total = 0
+    for index, digit in enumerate(reversed(number)):
+        value = int(digit)
+        if index % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+# --- The provider's "API" ---------------------------------------------------------------
+
+
+@transaction.atomic
+def payment_open(
+    *,
+    idempotency_key: str,
+    reference: str,
+    amount: Decimal,
+    currency: str,
+    manual_capture: bool,
+    return_url: str,
+    description: str = "",
+    save_payment_method: bool = False,
+) -> SandboxPayment:
+    """Open a payment awaiting the buyer. The same idempotency key returns the same one."""
+    existing = SandboxPayment.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        if (existing.reference, existing.amount, existing.currency) != (
+            reference,
+            amount,
+            currency,
+        ):
+            raise SandboxError("Idempotency key reused with other parameters.", "idempotency_error")
+        return existing
+    return SandboxPayment.objects.create(
+        idempotency_key=idempotency_key,
+        reference=reference,
+        amount=amount,
+        currency=currency,
+        manual_capture=manual_capture,
+        return_url=return_url,
+        description=description,
+        save_payment_method=save_payment_method,
+    )
+
+
+def payment_get(sandbox_payment_id: str) -> SandboxPayment:
+    payment = (
+        SandboxPayment.objects.select_related("payment_method")
+        .filter(pk=sandbox_payment_id)
+        .first()
+    )
+    if payment is None:
+        raise SandboxError(f"No such payment: '{sandbox_payment_id}'.", "resource_missing")
+    return payment
+
+
+@transaction.atomic
+def payment_capture(sandbox_payment_id: str, amount: Decimal) -> SandboxPayment:
+    payment = _locked(sandbox_payment_id)
+    if payment.status == Status.SUCCEEDED and payment.amount_captured == amount:
+        return payment  # a retried capture
+    if payment.status != Status.REQUIRES_CAPTURE:
+        raise SandboxError(
+            f"Payment is {payment.status}; only an authorized one can be captured.", "invalid_state"
+        )
+    if not Decimal(0) < amount <= payment.amount:
+        raise SandboxError(
+            "Capture amount must be positive and at most the authorized amount.", "amount_invalid"
+        )
+    payment.status = Status.SUCCEEDED
+    payment.amount_captured = amount
+    payment.save(update_fields=["status", "amount_captured", "updated_at"])
+    _emit("payment.succeeded", payment)
+    return payment
+
+
+@transaction.atomic
+def payment_cancel(sandbox_payment_id: str) -> SandboxPayment:
+    payment = _locked(sandbox_payment_id)
+    if payment.status == Status.CANCELED:
+        return payment
+    if payment.status not in (Status.OPEN, Status.REQUIRES_CONFIRMATION, Status.REQUIRES_CAPTURE):
+        raise SandboxError(f"Payment is {payment.status} and cannot be canceled.", "invalid_state")
+    payment.status = Status.CANCELED
+    payment.save(update_fields=["status", "updated_at"])
+    _emit("payment.canceled", payment)
+    return payment
+
+
+# --- The hosted checkout page -------------------------------------------------------------
+
+
+@transaction.atomic
+def checkout_submit(sandbox_payment_id: str, card_number: str) -> SandboxPayment:
+    """The buyer submitted a card. Unknown or malformed numbers change nothing."""
+    payment = _locked(sandbox_payment_id)
+    if payment.status != Status.OPEN:
+        return payment  # a double submit, or a stale tab: show the current state
+    number = card_normalize(card_number)
+    if not luhn_valid(number):
+        raise CardRejected("Your card number is invalid.")
+    behaviour = TEST_CARDS.get(number)
+    if behaviour is None:
+        raise CardRejected("This is not a sandbox test card. Try 4242 4242 4242 4242.")
+    # Only the last four digits are kept, here as anywhere else.
+    method = SandboxPaymentMethod.objects.create(
+        card_brand="visa",
+        card_last4=number[-4:],
+        declines_off_session=behaviour.declines_off_session,
+    )
+    payment.payment_method = method
+    if behaviour.outcome == "confirm":
+        payment.status = Status.REQUIRES_CONFIRMATION
+        payment.save(update_fields=["payment_method", "status", "updated_at"])
+        return payment
+    if behaviour.outcome == "decline":
+        _decline(payment, behaviour.decline_code)
+    else:
+        _authorize(payment)
+    return payment
+
+
+@transaction.atomic
+def checkout_confirm(sandbox_payment_id: str, approve: bool) -> SandboxPayment:
+    payment = _locked(sandbox_payment_id)
+    if payment.status != Status.REQUIRES_CONFIRMATION:
+        return payment
+    if approve:
+        _authorize(payment)
+    else:
+        _decline(payment, "confirmation_declined")
+    return payment
+
+
+def _authorize(payment: SandboxPayment) -> None:
+    if payment.manual_capture:
+        payment.status = Status.REQUIRES_CAPTURE
+        event = "payment.requires_capture"
+    else:
+        payment.status = Status.SUCCEEDED
+        payment.amount_captured = payment.amount
+        event = "payment.succeeded"
+    payment.save(update_fields=["payment_method", "status", "amount_captured", "updated_at"])
+    _emit(event, payment)
+
+
+def _decline(payment: SandboxPayment, code: str) -> None:
+    payment.status = Status.FAILED
+    payment.failure_code = code
+    payment.failure_message = DECLINE_MESSAGES[code]
+    payment.save(
+        update_fields=["payment_method", "status", "failure_code", "failure_message", "updated_at"]
+    )
+    _emit("payment.failed", payment)
+
+
+def _locked(sandbox_payment_id: str) -> SandboxPayment:
+    payment = SandboxPayment.objects.select_for_update().filter(pk=sandbox_payment_id).first()
+    if payment is None:
+        raise SandboxError(f"No such payment: '{sandbox_payment_id}'.", "resource_missing")
+    return payment
+
+
+# --- Webhooks the sandbox sends -------------------------------------------------------------
+
+
+def payment_object(payment: SandboxPayment) -> dict:
+    method = payment.payment_method
+    return {
+        "id": payment.id,
+        "object": "sandbox.payment",
+        "reference": payment.reference,
+        "status": payment.status,
+        "amount": str(payment.amount),
+        "currency": payment.currency,
+        "manual_capture": payment.manual_capture,
+        "amount_captured": str(payment.amount_captured),
+        "amount_refunded": str(payment.amount_refunded),
+        "payment_method": (
+            {"id": method.id, "brand": method.card_brand, "last4": method.card_last4}
+            if method
+            else None
+        ),
+        "failure_code": payment.failure_code,
+        "failure_message": payment.failure_message,
+        "updated": int(payment.updated_at.timestamp()) if payment.updated_at else None,
+    }
+
+
+def _emit(event_type: str, payment: SandboxPayment) -> SandboxEvent:
+    event = SandboxEvent(type=event_type)
+    event.payload = {
+        "id": event.id,
+        "type": event_type,
+        "created": int(timezone.now().timestamp()),
+        "data": {"object": payment_object(payment)},
+    }
+    event.save()
+    from payments.tasks import sandbox_event_send
+
+    enqueue_on_commit(sandbox_event_send, event.id)
+    return event
+
+
+def webhook_url() -> str:
+    return settings.SANDBOX_WEBHOOK_URL or f"{settings.PUBLIC_BASE_URL}/webhooks/sandbox"
+
+
+def event_send(event_id: str) -> bool:
+    """POST one event to our webhook endpoint. True when delivered (now or before)."""
+    event = SandboxEvent.objects.filter(pk=event_id).first()
+    if event is None or event.delivered_at is not None:
+        return True
+    body = json.dumps(event.payload, separators=(",", ":"))
+    headers = {"Content-Type": "application/json", "User-Agent": "payments-sandbox/1"}
+    headers.update(signing.webhook_headers(webhook_secret(), event.id, body))
+    error = ""
+    try:
+        response = requests.post(webhook_url(), data=body.encode(), headers=headers, timeout=10)
+        if not 200 <= response.status_code < 300:
+            error = f"HTTP {response.status_code}: {response.text[:200]}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    SandboxEvent.objects.filter(pk=event.pk).update(
+        attempts=event.attempts + 1,
+        last_error=error,
+        delivered_at=None if error else timezone.now(),
+    )
+    if error:
+        logger.warning("Sandbox webhook %s not delivered: %s", event.id, error)
+    return not error

@@ -1,0 +1,89 @@
+"""Celery tasks of the payments app: thin, keyed by ids, idempotent, safe to run twice."""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from payments import services
+from payments.models import IdempotencyKey, Payment, PaymentEvent, PaymentStatus, SandboxEvent
+from payments.providers.base import ProviderTransientError
+from payments.sandbox import gateway
+
+logger = logging.getLogger(__name__)
+
+# Seconds before retry n (0-based): about 10 minutes in all, then the sweep takes over.
+RETRY_BACKOFF = [5, 15, 30, 60, 120, 300]
+
+
+def _countdown(retries: int) -> int:
+    return RETRY_BACKOFF[min(retries, len(RETRY_BACKOFF) - 1)]
+
+
+@shared_task(bind=True, acks_late=True, max_retries=len(RETRY_BACKOFF))
+def payment_checkout_dispatch(self, payment_id: str) -> None:
+    try:
+        services.payment_checkout_start(payment_id=payment_id)
+    except ProviderTransientError as exc:
+        logger.warning("Checkout for %s failed for now: %s", payment_id, exc.message)
+        if self.request.is_eager:
+            return  # in-process mode: no retry loop inside a request; the sweep retries
+        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from None
+
+
+@shared_task(bind=True, acks_late=True, max_retries=12)
+def sandbox_event_send(self, event_id: str) -> None:
+    if not gateway.event_send(event_id) and not self.request.is_eager:
+        raise self.retry(countdown=_countdown(self.request.retries))
+
+
+@shared_task(acks_late=True)
+def payments_sweep_awaiting_checkout() -> dict:
+    """Re-dispatch pending payments whose checkout task was lost; fail the hopeless ones."""
+    now = timezone.now()
+    deadline = now - timedelta(minutes=settings.PAYMENT_CHECKOUT_DEADLINE_MINUTES)
+    waiting = Payment.objects.filter(status=PaymentStatus.PENDING, provider_checkout_url="")
+    expired = 0
+    for payment_id in waiting.filter(created_at__lt=deadline).values_list("pk", flat=True)[:500]:
+        services.payment_fail(
+            payment_id=payment_id,
+            code="provider_unavailable",
+            message="The provider did not open a checkout in time.",
+            source=PaymentEvent.Source.TASK,
+            actor="payments_sweep_awaiting_checkout",
+        )
+        expired += 1
+    stale = now - timedelta(minutes=2)
+    redispatched = 0
+    for payment_id in (
+        waiting.filter(created_at__gte=deadline, created_at__lt=stale)
+        .exclude(last_dispatched_at__gte=stale)
+        .values_list("pk", flat=True)[:500]
+    ):
+        payment_checkout_dispatch.delay(payment_id)
+        redispatched += 1
+    return {"redispatched": redispatched, "failed": expired}
+
+
+@shared_task(acks_late=True)
+def sandbox_sweep_undelivered_events() -> int:
+    cutoff = timezone.now() - timedelta(minutes=1)
+    ids = list(
+        SandboxEvent.objects.filter(
+            delivered_at__isnull=True, created_at__lt=cutoff, attempts__lt=50
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:500]
+    )
+    for event_id in ids:
+        sandbox_event_send.delay(event_id)
+    return len(ids)
+
+
+@shared_task(acks_late=True)
+def idempotency_keys_purge() -> int:
+    cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,116 @@
+"""The inbound webhook inbox: receive (store, verify, dedupe) and process."""
+
+import logging
+import traceback
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from payments import providers
+from payments import services as payment_services
+from payments.models import PaymentEvent
+from payments.providers.base import WebhookVerificationError
+from payments_project.celery import enqueue_on_commit
+from webhooks.models import InboundWebhook
+
+logger = logging.getLogger(__name__)
+
+# Kept for a forensic look at a forged request, without letting one fill the disk.
+REJECTED_BODY_LIMIT = 64 * 1024
+# Headers worth keeping; cookies and proxies' internals are not.
+_KEPT_HEADERS = {"content-type", "user-agent", "stripe-signature", "webhook-id",
+                 "webhook-timestamp", "webhook-signature", "x-forwarded-for"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Receipt:
+    webhook: InboundWebhook
+    duplicate: bool
+
+
+def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str | None) -> Receipt:
+    """
+    Verify and store one request. Raises WebhookVerificationError (after recording the
+    request as rejected) when it is not provably from the provider.
+    """
+    adapter = providers.get_provider(provider)
+    kept_headers = {k.lower(): v for k, v in headers.items() if k.lower() in _KEPT_HEADERS}
+    text = body.decode("utf-8", errors="replace")
+    try:
+        payload = adapter.webhook_verify(body, headers, source_ip or "")
+        event = adapter.webhook_event(payload)
+    except WebhookVerificationError as exc:
+        InboundWebhook.objects.create(
+            provider=provider,
+            status=InboundWebhook.Status.REJECTED,
+            headers=kept_headers,
+            body=text[:REJECTED_BODY_LIMIT],
+            source_ip=source_ip,
+            error=str(exc)[:2000],
+        )
+        raise
+    try:
+        with transaction.atomic():
+            webhook = InboundWebhook.objects.create(
+                provider=provider,
+                event_id=event.event_id,
+                event_type=event.type,
+                headers=kept_headers,
+                body=text,
+                payload=payload,
+                source_ip=source_ip,
+            )
+            enqueue_on_commit(_process_task(), webhook.pk)
+    except IntegrityError:
+        existing = InboundWebhook.objects.get(provider=provider, event_id=event.event_id)
+        return Receipt(existing, duplicate=True)
+    return Receipt(webhook, duplicate=False)
+
+
+def _process_task():
+    from webhooks.tasks import inbound_webhook_process
+
+    return inbound_webhook_process
+
+
+def webhook_process(*, webhook_id: str, force: bool = False) -> InboundWebhook:
+    """
+    Apply a stored webhook, once. The effect and the "processed" mark commit together;
+    a failure rolls the effect back and keeps the error and traceback on the row.
+    `force` reprocesses rows already processed or ignored (an operator's choice).
+    """
+    try:
+        with transaction.atomic():
+            webhook = InboundWebhook.objects.select_for_update().get(pk=webhook_id)
+            done = {InboundWebhook.Status.PROCESSED, InboundWebhook.Status.IGNORED}
+            if webhook.status == InboundWebhook.Status.REJECTED or (
+                webhook.status in done and not force
+            ):
+                return webhook
+            event = providers.get_provider(webhook.provider).webhook_event(webhook.payload)
+            payment = None
+            if event.payment is not None:
+                payment = payment_services.payment_sync_from_provider(
+                    remote=event.payment,
+                    source=PaymentEvent.Source.PROVIDER,
+                    actor=f"{webhook.provider}:{event.event_id}",
+                )
+            webhook.status = (
+                InboundWebhook.Status.PROCESSED if payment else InboundWebhook.Status.IGNORED
+            )
+            webhook.processed_at = timezone.now()
+            webhook.attempts += 1
+            webhook.error = webhook.traceback = ""
+            webhook.save(update_fields=["status", "processed_at", "attempts", "error", "traceback"])
+            return webhook
+    except Exception as exc:
+        logger.exception("Processing inbound webhook %s failed", webhook_id)
+        InboundWebhook.objects.filter(pk=webhook_id).update(
+            status=InboundWebhook.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            traceback=traceback.format_exc()[-20000:],
+            attempts=F("attempts") + 1,
+        )
+        raise

@@ -1,0 +1,36 @@
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from payments import providers
+from payments.errors import ErrorCode
+from payments.exception_handlers import error_body
+from payments.providers.base import WebhookVerificationError
+from webhooks import services
+
+
+@csrf_exempt
+def receive(request, provider: str):
+    """`/webhooks/<provider>`: store, verify, dedupe, answer 200 fast; process in Celery."""
+    if provider not in providers.ALL_PROVIDERS or not providers.provider_enabled(provider):
+        return JsonResponse(
+            error_body(ErrorCode.RESOURCE_MISSING, f"No webhook endpoint for '{provider}'."),
+            status=404,
+        )
+    if request.method != "POST":
+        response = JsonResponse(
+            error_body(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{request.method}" not allowed.'),
+            status=405,
+        )
+        response["Allow"] = "POST"
+        return response
+    try:
+        receipt = services.webhook_receive(
+            provider=provider,
+            body=request.body,
+            headers=dict(request.headers),
+            source_ip=request.META.get("REMOTE_ADDR"),
+        )
+    except WebhookVerificationError as exc:
+        return JsonResponse(error_body(ErrorCode.PARAMETER_INVALID, str(exc)), status=400)
+    # Exactly 200: some providers (YooKassa) treat any other 2xx as a failure.
+    return JsonResponse({"received": True, "duplicate": receipt.duplicate}, status=200)
