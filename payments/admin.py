@@ -4,7 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from payments import services
-from payments.models import APIKey, Customer, Merchant
+from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent
 
 
 class APIKeyInline(admin.TabularInline):
@@ -127,3 +127,44 @@ class CustomerAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "merchant"] if obj else self.readonly_fields
+
+
+class PaymentEventInline(admin.TabularInline):
+    model = PaymentEvent
+    fields = ["created_at", "type", "from_status", "to_status", "source", "actor", "data"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ["id"]
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    """Read-only: every change goes through the payment services (refunds and other staff
+    actions arrive with the back-office work), never through a form edit."""
+
+    list_display = [
+        "id",
+        "merchant",
+        "status",
+        "amount",
+        "currency",
+        "provider",
+        "order_id",
+        "created_at",
+    ]
+    list_filter = ["status", "provider", "currency"]
+    search_fields = ["=id", "=order_id", "=provider_payment_id", "=reference"]
+    list_select_related = ["merchant"]
+    show_full_result_count = False
+    inlines = [PaymentEventInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,7 +1,9 @@
+from decimal import Decimal
+
 import factory
 
 from payments import services
-from payments.models import APIKey, Customer, Merchant
+from payments.models import APIKey, Customer, Merchant, Payment
 
 
 class MerchantFactory(factory.django.DjangoModelFactory):
@@ -36,3 +38,15 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     external_id = factory.Sequence(lambda n: f"user-{n}")
     email = factory.LazyAttribute(lambda o: f"{o.external_id}@example.com")
     name = factory.Faker("name")
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    """A payment row as the API would store it, without dispatching its checkout."""
+
+    class Meta:
+        model = Payment
+
+    merchant = factory.SubFactory(MerchantFactory)
+    amount = Decimal("599.00")
+    currency = "RUB"
+    provider = "sandbox"

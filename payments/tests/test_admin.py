@@ -5,7 +5,7 @@ from django.contrib.admin.models import LogEntry
 
 from conftest import client_for
 from payments.models import APIKey
-from payments.tests.factories import APIKeyFactory, CustomerFactory
+from payments.tests.factories import APIKeyFactory, CustomerFactory, PaymentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +25,8 @@ def test_admin_lists_render(staff, merchant):
         f"/admin/payments/merchant/{merchant.pk}/change/",
         "/admin/payments/apikey/",
         "/admin/payments/customer/",
+        "/admin/payments/payment/",
+        f"/admin/payments/payment/{PaymentFactory(merchant=merchant).pk}/change/",
     ]:
         assert staff.get(url).status_code == 200, url
 
