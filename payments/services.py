@@ -432,7 +432,7 @@ def payment_fail(
 
 
 def payment_sync_from_provider(
-    *, remote: ProviderPayment, source: str, actor: str = ""
+    *, provider: str, remote: ProviderPayment, source: str, actor: str = ""
 ) -> Payment | None:
     """
     Bring our payment in line with the provider's account of it (a webhook, a sync).
@@ -443,8 +443,13 @@ def payment_sync_from_provider(
     """
     with transaction.atomic():
         payment = Payment.objects.select_for_update().filter(pk=remote.reference).first()
-        if payment is None:
+        if payment is None or payment.provider != provider:
             return None
+        mismatch = _provider_mismatch(payment, remote)
+        if mismatch:
+            # Another object's money must never move this payment. Raising keeps the
+            # inbox row failed, with this message, for a human to look at.
+            raise ProviderMismatch(f"Payment {payment.pk}: the provider reports {mismatch}.")
         _payment_absorb_details(payment, remote)
         target = remote.status
         if target == payment.status or not payment_can_transition(payment.status, target):
@@ -466,6 +471,22 @@ def payment_sync_from_provider(
         return payment_transition(
             payment=payment, to_status=target, source=source, actor=actor, **changes
         )
+
+
+class ProviderMismatch(Exception):
+    """The provider's record names our payment but disagrees on what it is."""
+
+
+def _provider_mismatch(payment: Payment, remote: ProviderPayment) -> str:
+    if payment.provider_payment_id and remote.provider_payment_id != payment.provider_payment_id:
+        return (
+            f"provider payment id {remote.provider_payment_id}, not {payment.provider_payment_id}"
+        )
+    if remote.currency.upper() != payment.currency:
+        return f"currency {remote.currency}, not {payment.currency}"
+    if remote.amount != payment.amount:
+        return f"amount {remote.amount}, not {payment.amount}"
+    return ""
 
 
 def _payment_absorb_details(payment: Payment, remote: ProviderPayment) -> None:

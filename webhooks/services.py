@@ -93,6 +93,7 @@ def webhook_process(*, webhook_id: str, force: bool = False) -> InboundWebhook:
             payment = None
             if event.payment is not None:
                 payment = payment_services.payment_sync_from_provider(
+                    provider=webhook.provider,
                     remote=event.payment,
                     source=PaymentEvent.Source.PROVIDER,
                     actor=f"{webhook.provider}:{event.event_id}",

@@ -94,7 +94,6 @@ def luhn_valid(number: str) -> bool:
 # --- The provider's "API" ---------------------------------------------------------------
 
 
-@transaction.atomic
 def payment_open(
     *,
     idempotency_key: str,
@@ -107,25 +106,23 @@ def payment_open(
     save_payment_method: bool = False,
 ) -> SandboxPayment:
     """Open a payment awaiting the buyer. The same idempotency key returns the same one."""
-    existing = SandboxPayment.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        if (existing.reference, existing.amount, existing.currency) != (
-            reference,
-            amount,
-            currency,
-        ):
-            raise SandboxError("Idempotency key reused with other parameters.", "idempotency_error")
-        return existing
-    return SandboxPayment.objects.create(
+    # get_or_create reads again when a concurrent call with the same key wins the insert,
+    # so both callers get the one payment, as a provider's idempotency promises.
+    payment, _ = SandboxPayment.objects.get_or_create(
         idempotency_key=idempotency_key,
-        reference=reference,
-        amount=amount,
-        currency=currency,
-        manual_capture=manual_capture,
-        return_url=return_url,
-        description=description,
-        save_payment_method=save_payment_method,
+        defaults={
+            "reference": reference,
+            "amount": amount,
+            "currency": currency,
+            "manual_capture": manual_capture,
+            "return_url": return_url,
+            "description": description,
+            "save_payment_method": save_payment_method,
+        },
     )
+    if (payment.reference, payment.amount, payment.currency) != (reference, amount, currency):
+        raise SandboxError("Idempotency key reused with other parameters.", "idempotency_error")
+    return payment
 
 
 def payment_get(sandbox_payment_id: str) -> SandboxPayment:

@@ -110,6 +110,8 @@ def test_signed_payment_succeeded_event_makes_the_payment_succeed(
     assert webhook.attempts == 1
     assert webhook.error == ""
     assert webhook.payload == event
+    assert webhook.headers["webhook-id"] == event["id"]
+    assert webhook.headers["content-type"] == "application/json"
     succeeded = PaymentEvent.objects.get(payment=payment, type="succeeded")
     assert succeeded.source == PaymentEvent.Source.PROVIDER
     assert succeeded.actor == f"sandbox:{event['id']}"
