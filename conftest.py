@@ -1,6 +1,9 @@
 """Fixtures shared by every app's tests."""
 
+import threading
+
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from payments.tests.factories import APIKeyFactory, MerchantFactory
@@ -68,3 +71,27 @@ def other_api(other_merchant):
 @pytest.fixture
 def anonymous_api():
     return APIClient()
+
+
+def run_concurrently(count: int, work) -> list:
+    """
+    Call `work()` from `count` threads released at the same instant (a barrier), each on
+    its own database connection, and return what they returned. For race tests; they
+    need `@pytest.mark.django_db(transaction=True)` so each thread sees committed data.
+    """
+    barrier = threading.Barrier(count)
+    results = []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(work())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -38,8 +38,11 @@ LIST_PARAMETERS = [
 
 
 def paginated_response(
-    request, view, queryset, serializer_class, paginator_class=IdCursorPagination
+    request, view, queryset, serializer_class, *, filterset=None, paginator_class=IdCursorPagination
 ):
+    """One page of `queryset`, narrowed by `filterset` from the query string when given."""
+    if filterset is not None:
+        queryset = filters_apply(filterset, request.query_params, queryset)
     paginator = paginator_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
@@ -56,12 +59,10 @@ class CustomerListCreateApi(APIView):
         responses=CustomerOutputSerializer(many=True),
     )
     def get(self, request):
-        customers = filters_apply(
-            CustomerFilter,
-            request.query_params,
-            selectors.customer_list(merchant=request.user.merchant),
+        customers = selectors.customer_list(merchant=request.user.merchant)
+        return paginated_response(
+            request, self, customers, CustomerOutputSerializer, filterset=CustomerFilter
         )
-        return paginated_response(request, self, customers, CustomerOutputSerializer)
 
     @extend_schema(
         operation_id="customers_create",
@@ -111,12 +112,10 @@ class PaymentListCreateApi(APIView):
         responses=PaymentOutputSerializer(many=True),
     )
     def get(self, request):
-        payments = filters_apply(
-            PaymentFilter,
-            request.query_params,
-            selectors.payment_list(merchant=request.user.merchant),
+        payments = selectors.payment_list(merchant=request.user.merchant)
+        return paginated_response(
+            request, self, payments, PaymentOutputSerializer, filterset=PaymentFilter
         )
-        return paginated_response(request, self, payments, PaymentOutputSerializer)
 
     @extend_schema(
         operation_id="payments_create",
@@ -165,7 +164,7 @@ class PaymentEventsApi(APIView):
             self,
             selectors.payment_events_list(payment=payment),
             PaymentEventOutputSerializer,
-            TimelineCursorPagination,
+            paginator_class=TimelineCursorPagination,
         )
 
 

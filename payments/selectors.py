@@ -29,12 +29,16 @@ def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
     return Customer.objects.filter(merchant=merchant)
 
 
+def _get_owned(model, resource: str, merchant: Merchant, object_id: str):
+    # Another merchant's object is indistinguishable from one that does not exist.
+    obj = model.objects.filter(merchant=merchant, pk=object_id).first()
+    if obj is None:
+        raise NotFound(resource, object_id)
+    return obj
+
+
 def customer_get_for_merchant(*, merchant: Merchant, customer_id: str) -> Customer:
-    # Another merchant's customer is indistinguishable from one that does not exist.
-    customer = Customer.objects.filter(merchant=merchant, pk=customer_id).first()
-    if customer is None:
-        raise NotFound("customer", customer_id)
-    return customer
+    return _get_owned(Customer, "customer", merchant, customer_id)
 
 
 def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
@@ -53,10 +57,7 @@ def payment_list(*, merchant: Merchant) -> QuerySet[Payment]:
 
 
 def payment_get_for_merchant(*, merchant: Merchant, payment_id: str) -> Payment:
-    payment = Payment.objects.filter(merchant=merchant, pk=payment_id).first()
-    if payment is None:
-        raise NotFound("payment", payment_id)
-    return payment
+    return _get_owned(Payment, "payment", merchant, payment_id)
 
 
 def payment_events_list(*, payment: Payment) -> QuerySet[PaymentEvent]:

@@ -28,7 +28,7 @@ def webhook_secret_derive(master: str, label: str) -> str:
 
 
 def webhook_headers(secret: str, message_id: str, body: str, at: datetime | None = None) -> dict:
-    at = at or datetime.now(UTC)
+    at = (at or datetime.now(UTC)).astimezone(UTC)  # the library signs the clock time as UTC
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(at.timestamp())),

@@ -77,7 +77,7 @@ class SandboxProvider:
                 type=str(payload["type"]),
                 payment=_to_provider_payment(payload["data"]["object"]),
             )
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise WebhookVerificationError(f"Malformed sandbox event: {exc!r}") from None
 
 

@@ -1,11 +1,9 @@
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
-from conftest import client_for
+from conftest import client_for, run_concurrently
 from payments.ids import ulid_at
 from payments.models import Customer
 from payments.tests.factories import APIKeyFactory, CustomerFactory
@@ -162,23 +160,11 @@ def test_bad_list_parameters_are_400(api, query, param):
 def test_concurrent_creates_with_one_external_id_make_one_customer(merchant):
     """Two requests racing past the existence check: the constraint decides, cleanly."""
     raw_key = APIKeyFactory(merchant=merchant).raw_key
-    barrier = threading.Barrier(8)
-    statuses = []
 
-    def create():
-        try:
-            barrier.wait()
-            statuses.append(
-                client_for(raw_key).post(URL, {"external_id": "racer"}, format="json").status_code
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = run_concurrently(
+        8,
+        lambda: client_for(raw_key).post(URL, {"external_id": "racer"}, format="json").status_code,
+    )
 
     assert sorted(statuses) == [201] + [409] * 7
     assert Customer.objects.filter(merchant=merchant, external_id="racer").count() == 1

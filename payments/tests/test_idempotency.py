@@ -1,10 +1,8 @@
-import threading
-
 import psycopg
 import pytest
 from django.db import connection
 
-from conftest import client_for
+from conftest import client_for, run_concurrently
 from payments import idempotency
 from payments.models import IdempotencyKey, Payment, SandboxPayment
 from payments.tests.factories import APIKeyFactory
@@ -122,21 +120,8 @@ def test_fifty_concurrent_requests_with_one_key_create_one_payment(merchant):
     201 or a 409 (in flight).
     """
     raw_key = APIKeyFactory(merchant=merchant).raw_key
-    barrier = threading.Barrier(50)
-    responses = []
 
-    def worker():
-        try:
-            barrier.wait()
-            responses.append(post(client_for(raw_key), key="race"))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = run_concurrently(50, lambda: post(client_for(raw_key), key="race"))
 
     assert Payment.objects.count() == 1
     assert SandboxPayment.objects.count() == 1  # one provider call

@@ -41,19 +41,17 @@ class Buyer:
     def pay(self, checkout_url, card_number):
         page = self.open(checkout_url)
         assert "/sandbox/checkout/" in page.url
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        return self.session.post(
-            page.url,
-            data={"csrfmiddlewaretoken": token, "card_number": card_number},
-            headers={"Referer": page.url},
-            timeout=10,
-        )
+        return self.submit(page, card_number=card_number)
 
     def confirm(self, page, decision):
+        return self.submit(page, decision=decision)
+
+    def submit(self, page, **fields):
+        """Post the page's form back to it, as a browser would (with its CSRF token)."""
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
         return self.session.post(
             page.url,
-            data={"csrfmiddlewaretoken": token, "decision": decision},
+            data={"csrfmiddlewaretoken": token, **fields},
             headers={"Referer": page.url},
             timeout=10,
         )

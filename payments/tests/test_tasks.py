@@ -162,6 +162,18 @@ def test_eager_dispatch_task_swallows_a_transient_error_and_the_sweep_retries_la
     assert SandboxPayment.objects.filter(reference=payment.pk).count() == 1
 
 
+def test_sweep_dispatches_a_payment_whose_task_never_ran(merchant):
+    payment = _payment(merchant)
+    _backdate(payment, minutes=5, dispatched=False)  # last_dispatched_at stays empty
+
+    swept = payments_sweep_awaiting_checkout()
+
+    assert swept == {"redispatched": 1, "failed": 0}
+    payment.refresh_from_db()
+    assert payment.provider_checkout_url
+    assert payment.dispatch_attempts == 1
+
+
 def test_sweep_leaves_a_young_payment_to_its_own_task(merchant):
     payment = _payment(merchant)  # created moments ago, never dispatched
 

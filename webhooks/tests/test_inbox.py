@@ -63,9 +63,9 @@ def _event(sandbox_payment: SandboxPayment, event_type: str, *, created: int | N
     }
 
 
-def _signed(event: dict, *, secret: str | None = None, at: datetime | None = None):
+def _signed(event: dict):
     body = json.dumps(event, separators=(",", ":"))
-    headers = signing.webhook_headers(secret or gateway.webhook_secret(), event["id"], body, at=at)
+    headers = signing.webhook_headers(gateway.webhook_secret(), event["id"], body)
     return body, headers
 
 
@@ -154,6 +154,14 @@ def _stale(body: str, headers: dict) -> tuple[str, dict]:
     )
 
 
+def _from_the_future(body: str, headers: dict) -> tuple[str, dict]:
+    in_six_minutes = datetime.now(UTC) + timedelta(minutes=6)
+    event_id = headers["webhook-id"]
+    return body, signing.webhook_headers(
+        gateway.webhook_secret(), event_id, body, at=in_six_minutes
+    )
+
+
 def _tampered(body: str, headers: dict) -> tuple[str, dict]:
     event = json.loads(body)
     event["data"]["object"]["amount_captured"] = "1.0000"
@@ -162,8 +170,14 @@ def _tampered(body: str, headers: dict) -> tuple[str, dict]:
 
 @pytest.mark.parametrize(
     "spoil",
-    [_forged, _without_headers, _stale, _tampered],
-    ids=["forged-signature", "missing-headers", "stale-timestamp", "body-changed-after-signing"],
+    [_forged, _without_headers, _stale, _from_the_future, _tampered],
+    ids=[
+        "forged-signature",
+        "missing-headers",
+        "stale-timestamp",
+        "future-timestamp",
+        "body-changed-after-signing",
+    ],
 )
 def test_unverifiable_request_is_400_stored_as_rejected_and_changes_nothing(
     client, merchant, django_capture_on_commit_callbacks, spoil
@@ -190,6 +204,49 @@ def test_unverifiable_request_is_400_stored_as_rejected_and_changes_nothing(
     assert payment.status == "pending"
     assert payment.card_last4 == ""
     assert _timeline(payment) == timeline_before
+
+
+def test_rejected_body_is_kept_only_up_to_64_kib(client):
+    body = json.dumps({"id": "sbx_evt_big", "padding": "x" * 100_000})
+
+    response = _post(client, *_forged(body, {}))
+
+    assert response.status_code == 400
+    assert len(InboundWebhook.objects.get().body) == 64 * 1024
+
+
+def test_signed_but_malformed_event_is_400_and_stored_as_rejected(client):
+    body, headers = _signed({"id": "sbx_evt_malformed", "type": "payment.succeeded"})
+
+    response = _post(client, body, headers)
+
+    error = assert_error(response, 400, "parameter_invalid", "invalid_request_error")
+    assert "malformed" in error["message"].lower()
+    webhook = InboundWebhook.objects.get()
+    assert webhook.status == InboundWebhook.Status.REJECTED
+    assert webhook.body == body
+
+
+@pytest.mark.parametrize(
+    "field, value", [("payment_method", "pm_123"), (None, ["not", "an", "object"])]
+)
+def test_signed_event_with_a_non_object_where_an_object_belongs_is_rejected_not_500(
+    client, merchant, field, value
+):
+    payment = _payment_with_checkout(merchant)
+    event = _event(_sandbox_moves(payment, "succeeded"), "payment.succeeded")
+    if field is None:
+        event["data"]["object"] = value
+    else:
+        event["data"]["object"][field] = value
+    client.raise_request_exception = False
+
+    response = _post(client, *_signed(event))
+
+    assert_error(response, 400, "parameter_invalid", "invalid_request_error")
+    assert InboundWebhook.objects.get().status == InboundWebhook.Status.REJECTED
+    payment.refresh_from_db()
+    assert payment.status == "pending"
 
 
 def test_a_rejected_request_does_not_block_the_genuine_event_with_the_same_id(
