@@ -17,6 +17,14 @@ class Merchant(models.Model):
         default=True, help_text="A disabled merchant's keys are refused with 403."
     )
     default_provider = models.CharField(max_length=20, default="sandbox")
+    # Fiscal receipts (54-FZ), registered through YooKassa with each payment when enabled.
+    receipts_enabled = models.BooleanField(default=False)
+    receipt_vat_code = models.PositiveSmallIntegerField(
+        default=1, help_text="YooKassa vat_code: 1 no VAT, 2 0%, 3 10%, 4 20%, 5 10/110, 6 20/120."
+    )
+    receipt_payment_subject = models.CharField(max_length=40, default="service")
+    receipt_payment_mode = models.CharField(max_length=40, default="full_payment")
+    receipt_tax_system_code = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -151,6 +159,7 @@ class Payment(models.Model):
     provider_checkout_id = models.CharField(max_length=255, blank=True)
     provider_checkout_url = models.URLField(max_length=2000, blank=True)
     provider_payment_method_id = models.CharField(max_length=255, blank=True)
+    provider_customer_id = models.CharField(max_length=255, blank=True)
     payment_method_types = models.JSONField(default=list, blank=True)
     card_brand = models.CharField(max_length=20, blank=True)
     card_last4 = models.CharField(max_length=4, blank=True)

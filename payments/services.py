@@ -31,6 +31,8 @@ from payments.providers.base import (
     ProviderError,
     ProviderPayment,
     ProviderTransientError,
+    Receipt,
+    ReceiptItem,
 )
 
 logger = logging.getLogger(__name__)
@@ -357,7 +359,7 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
     and the provider gets the same idempotency key on every try.
     Raises ProviderTransientError when worth retrying later.
     """
-    payment = Payment.objects.select_related("customer").filter(pk=payment_id).first()
+    payment = Payment.objects.select_related("customer", "merchant").filter(pk=payment_id).first()
     if payment is None or payment.status != PaymentStatus.PENDING or payment.provider_checkout_url:
         return payment
     Payment.objects.filter(pk=payment.pk).update(
@@ -373,6 +375,7 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
         description=payment.description,
         customer_email=payment.customer.email if payment.customer else "",
         metadata={"payment_id": payment.pk},
+        receipt=_receipt_for(payment),
     )
     try:
         result = providers.get_provider(payment.provider).checkout_create(
@@ -411,6 +414,25 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
             data={"provider": payment.provider, "provider_payment_id": result.provider_payment_id},
         )
     return payment
+
+
+def _receipt_for(payment: Payment) -> Receipt | None:
+    """One line for the whole payment, as the merchant configured its receipts."""
+    merchant = payment.merchant
+    if not merchant.receipts_enabled:
+        return None
+    item = ReceiptItem(
+        description=(payment.description or f"Payment {payment.pk}")[:128],
+        quantity=Decimal(1),
+        amount=payment.amount,
+        vat_code=merchant.receipt_vat_code,
+        payment_subject=merchant.receipt_payment_subject,
+        payment_mode=merchant.receipt_payment_mode,
+    )
+    email = payment.customer.email if payment.customer else ""
+    return Receipt(
+        items=(item,), customer_email=email, tax_system_code=merchant.receipt_tax_system_code
+    )
 
 
 def payment_fail(
@@ -495,6 +517,7 @@ def _payment_absorb_details(payment: Payment, remote: ProviderPayment) -> None:
     for ours, theirs in [
         ("provider_payment_id", remote.provider_payment_id),
         ("provider_payment_method_id", remote.payment_method_id),
+        ("provider_customer_id", remote.provider_customer_id),
         ("card_brand", remote.card_brand),
         ("card_last4", remote.card_last4),
     ]:

@@ -224,6 +224,22 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 YOOKASSA_SHOP_ID = env.str("YOOKASSA_SHOP_ID", default="")
 YOOKASSA_SECRET_KEY = env.str("YOOKASSA_SECRET_KEY", default="")
 YOOKASSA_API_URL = env.str("YOOKASSA_API_URL", default="")
+# YooKassa does not sign notifications: only these sources are believed (its published
+# ranges), and even then the object is fetched again from the API before acting.
+YOOKASSA_WEBHOOK_ALLOWED_IPS = env.list(
+    "YOOKASSA_WEBHOOK_ALLOWED_IPS",
+    default=[
+        "185.71.76.0/27",
+        "185.71.77.0/27",
+        "77.75.153.0/25",
+        "77.75.156.11/32",
+        "77.75.156.35/32",
+        "77.75.154.128/25",
+        "2a02:5180::/32",
+    ],
+)
+# Proxies (CIDRs) whose X-Forwarded-For we believe when finding a request's source address.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

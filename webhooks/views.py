@@ -4,6 +4,7 @@ from django.views.decorators.csrf import csrf_exempt
 from payments import providers
 from payments.errors import ErrorCode
 from payments.exception_handlers import error_body
+from payments.network import client_ip
 from payments.providers.base import WebhookVerificationError
 from webhooks import services
 
@@ -28,7 +29,7 @@ def receive(request, provider: str):
             provider=provider,
             body=request.body,
             headers=dict(request.headers),
-            source_ip=request.META.get("REMOTE_ADDR"),
+            source_ip=client_ip(request) or None,
         )
     except WebhookVerificationError as exc:
         return JsonResponse(error_body(ErrorCode.PARAMETER_INVALID, str(exc)), status=400)

@@ -32,4 +32,12 @@ def get_provider(name: str):
         from payments.providers.sandbox import SandboxProvider
 
         return SandboxProvider()
+    if name == STRIPE:
+        from payments.providers.stripe import StripeProvider
+
+        return StripeProvider()
+    if name == YOOKASSA:
+        from payments.providers.yookassa import YooKassaProvider
+
+        return YooKassaProvider()
     raise LookupError(f"No adapter for provider '{name}'.")

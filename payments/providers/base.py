@@ -11,6 +11,26 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class ReceiptItem:
+    description: str
+    quantity: Decimal
+    amount: Decimal  # price of one unit, in major units
+    vat_code: int
+    payment_subject: str
+    payment_mode: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A fiscal receipt (Russia's 54-FZ) the provider registers with the payment."""
+
+    items: tuple[ReceiptItem, ...]
+    customer_email: str = ""
+    customer_phone: str = ""
+    tax_system_code: int | None = None
+
+
+@dataclass(frozen=True)
 class CheckoutRequest:
     payment_id: str
     amount: Decimal
@@ -21,6 +41,7 @@ class CheckoutRequest:
     customer_email: str = ""
     save_payment_method: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,30 @@ class ProviderPayment:
     card_last4: str = ""
     failure_code: str = ""
     failure_message: str = ""
+    # The provider's customer the method is saved under, where it needs one (Stripe).
+    provider_customer_id: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderRefund:
+    provider_refund_id: str
+    provider_payment_id: str
+    status: str  # pending | succeeded | failed | canceled
+    amount: Decimal
+    currency: str
+    failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class SavedMethodCharge:
+    """An off-session charge of a saved payment method (subscription renewals)."""
+
+    payment_id: str  # our payment, created for this charge
+    amount: Decimal
+    currency: str
+    payment_method_id: str
+    provider_customer_id: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +101,7 @@ class ProviderEvent:
     event_id: str
     type: str
     payment: ProviderPayment | None = None
+    refund: ProviderRefund | None = None
 
 
 class ProviderError(Exception):
@@ -97,6 +143,22 @@ class Provider(Protocol):
     def payment_cancel(
         self, provider_payment_id: str, *, idempotency_key: str
     ) -> ProviderPayment: ...
+
+    def refund_create(
+        self,
+        provider_payment_id: str,
+        amount: Decimal,
+        currency: str,
+        *,
+        idempotency_key: str,
+        reason: str = "",
+    ) -> ProviderRefund: ...
+
+    def charge_saved_method(
+        self, charge: SavedMethodCharge, *, idempotency_key: str
+    ) -> ProviderPayment:
+        """Charge without the buyer present. A decline is returned as a failed payment."""
+        ...
 
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
         """The request's payload, if it provably comes from the provider."""
