@@ -1,5 +1,7 @@
 """Fixtures shared by every app's tests."""
 
+import ipaddress
+import socket
 import threading
 
 import pytest
@@ -10,6 +12,40 @@ from payments.tests.factories import APIKeyFactory, MerchantFactory
 
 # Real-browser fixtures (`browser_page`), available to every test module.
 pytest_plugins = ["payments.tests.browser"]
+
+
+def _loopback_only(address) -> bool:
+    if not isinstance(address, tuple):
+        return True  # a Unix socket path: local by definition
+    host = address[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network_beyond_localhost():
+    """
+    Tests never reach a real provider or anything else off this machine: a connection to
+    any non-loopback address fails the test that tried it.
+    """
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+
+    def guarded(method):
+        def connect(sock, address):
+            if not _loopback_only(address):
+                raise AssertionError(f"Test tried to open a connection to {address!r}")
+            return method(sock, address)
+
+        return connect
+
+    socket.socket.connect = guarded(original_connect)
+    socket.socket.connect_ex = guarded(original_connect_ex)
+    yield
+    socket.socket.connect = original_connect
+    socket.socket.connect_ex = original_connect_ex
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -389,31 +389,52 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
             code=exc.code,
             message=exc.message,
             source=PaymentEvent.Source.TASK,
+            actor="payment_checkout_dispatch",
         )
     with transaction.atomic():
         payment = payment_lock(payment.pk)
-        if payment.status != PaymentStatus.PENDING or payment.provider_checkout_url:
-            logger.info("Payment %s moved on while its checkout was created", payment.pk)
-            return payment
-        payment.provider_payment_id = result.provider_payment_id
-        payment.provider_checkout_id = result.checkout_id
-        payment.provider_checkout_url = result.checkout_url
-        payment.save(
-            update_fields=[
-                "provider_payment_id",
-                "provider_checkout_id",
-                "provider_checkout_url",
-                "updated_at",
-            ]
-        )
-        payment_event_record(
-            payment=payment,
-            type="checkout_created",
-            source=PaymentEvent.Source.TASK,
-            actor="payment_checkout_dispatch",
-            data={"provider": payment.provider, "provider_payment_id": result.provider_payment_id},
-        )
+        moved_on = payment.status != PaymentStatus.PENDING or bool(payment.provider_checkout_url)
+        if not moved_on:
+            payment.provider_payment_id = result.provider_payment_id
+            payment.provider_checkout_id = result.checkout_id
+            payment.provider_checkout_url = result.checkout_url
+            payment.save(
+                update_fields=[
+                    "provider_payment_id",
+                    "provider_checkout_id",
+                    "provider_checkout_url",
+                    "updated_at",
+                ]
+            )
+            payment_event_record(
+                payment=payment,
+                type="checkout_created",
+                source=PaymentEvent.Source.TASK,
+                actor="payment_checkout_dispatch",
+                data={
+                    "provider": payment.provider,
+                    "provider_payment_id": result.provider_payment_id,
+                },
+            )
+    if moved_on and payment.provider_checkout_id != result.checkout_id:
+        # Canceled while the provider was answering: the checkout it just made (which
+        # nobody will be shown) must not stay payable.
+        _close_orphan_checkout(payment, result)
     return payment
+
+
+def _close_orphan_checkout(payment: Payment, result) -> None:
+    logger.warning(
+        "Payment %s moved on while checkout %s was made; closing it", payment.pk, result.checkout_id
+    )
+    try:
+        providers.get_provider(payment.provider).payment_cancel(
+            result.provider_payment_id,
+            idempotency_key=f"orphan-{result.checkout_id}",
+            checkout_id=result.checkout_id,
+        )
+    except ProviderError as exc:
+        logger.error("Could not close orphan checkout %s: %s", result.checkout_id, exc.message)
 
 
 def _receipt_for(payment: Payment) -> Receipt | None:
@@ -542,10 +563,13 @@ def payment_cancel(*, payment: Payment, source: str, actor: str = "") -> Payment
         payment = payment_lock(payment.pk)
         if not payment_can_transition(payment.status, PaymentStatus.CANCELED):
             raise InvalidState(f"The payment is {payment.status}; it cannot be canceled.")
-        if payment.provider_payment_id:
+        if payment.provider_payment_id or payment.provider_checkout_id:
+            # Tell the provider first: an open checkout left behind could still be paid.
             _provider_call(
                 lambda p: p.payment_cancel(
-                    payment.provider_payment_id, idempotency_key=f"cancel-{payment.pk}"
+                    payment.provider_payment_id,
+                    idempotency_key=f"cancel-{payment.pk}",
+                    checkout_id=payment.provider_checkout_id,
                 ),
                 payment,
             )

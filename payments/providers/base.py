@@ -141,8 +141,13 @@ class Provider(Protocol):
     ) -> ProviderPayment: ...
 
     def payment_cancel(
-        self, provider_payment_id: str, *, idempotency_key: str
-    ) -> ProviderPayment: ...
+        self, provider_payment_id: str, *, idempotency_key: str, checkout_id: str = ""
+    ) -> ProviderPayment:
+        """
+        Cancel (void) the payment; when the provider has no payment yet, only an unpaid
+        hosted checkout (`checkout_id`), close that so the buyer can no longer pay it.
+        """
+        ...
 
     def refund_create(
         self,

@@ -59,9 +59,12 @@ class SandboxProvider:
             payment = gateway.payment_capture(provider_payment_id, amount)
         return _to_provider_payment(gateway.payment_object(payment))
 
-    def payment_cancel(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderPayment:
+    def payment_cancel(
+        self, provider_payment_id: str, *, idempotency_key: str, checkout_id: str = ""
+    ) -> ProviderPayment:
+        # The sandbox's checkout and payment are one object: either id names it.
         with _mapped_errors():
-            payment = gateway.payment_cancel(provider_payment_id)
+            payment = gateway.payment_cancel(provider_payment_id or checkout_id)
         return _to_provider_payment(gateway.payment_object(payment))
 
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:

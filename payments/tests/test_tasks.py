@@ -343,3 +343,38 @@ def test_sandbox_sweep_delivers_an_event_missed_while_we_were_down(merchant, set
     assert payment.status == "succeeded"
     assert payment.amount_captured == Decimal("599.00")
     assert (payment.card_brand, payment.card_last4) == ("visa", "4242")
+
+
+def test_a_checkout_made_after_the_payment_was_canceled_is_closed_at_the_provider(
+    merchant, monkeypatch
+):
+    """The buyer can never pay a checkout for a payment we already canceled."""
+    payment = services.payment_create(merchant=merchant, amount="599.00", currency="RUB")
+    real_open = gateway.payment_open
+
+    def open_then_cancel_ours(**kwargs):
+        opened = real_open(**kwargs)
+        services.payment_cancel(payment=payment, source="api")  # the merchant cancels meanwhile
+        return opened
+
+    monkeypatch.setattr(gateway, "payment_open", open_then_cancel_ours)
+
+    services.payment_checkout_start(payment_id=payment.pk)
+
+    payment.refresh_from_db()
+    assert payment.status == "canceled"
+    assert payment.provider_checkout_url == ""
+    assert SandboxPayment.objects.get(reference=payment.pk).status == "canceled"
+
+
+def test_canceling_a_pending_payment_closes_its_open_checkout(merchant):
+    payment = services.payment_create(merchant=merchant, amount="599.00", currency="RUB")
+    payment = services.payment_checkout_start(payment_id=payment.pk)
+
+    services.payment_cancel(payment=payment, source="api")
+
+    remote = SandboxPayment.objects.get(reference=payment.pk)
+    assert remote.status == "canceled"
+    gateway.checkout_submit(remote.pk, "4242424242424242")
+    remote.refresh_from_db()
+    assert remote.status == "canceled"  # a stale tab cannot pay it any more
