@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payments import money, selectors, services
+from payments import selectors, services
 from payments.filters import CustomerFilter, PaymentFilter, filters_apply
 from payments.idempotency import idempotent
 from payments.models import PaymentEvent
@@ -201,12 +201,9 @@ class PaymentCaptureApi(APIView):
         payment = selectors.payment_get_for_merchant(
             merchant=request.user.merchant, payment_id=payment_id
         )
-        amount = serializer.validated_data.get("amount")
-        if amount is not None:
-            amount = money.amount_parse(amount, payment.currency)
         payment = services.payment_capture(
             payment=payment,
-            amount=amount,
+            amount=serializer.validated_data.get("amount"),
             source=PaymentEvent.Source.API,
             actor=request.user.api_key.pk,
         )

@@ -35,17 +35,18 @@ class ErrorCode(StrEnum):
     PARAMETER_MISSING = ("parameter_missing", 400, ErrorType.INVALID_REQUEST)
     PARAMETER_UNKNOWN = ("parameter_unknown", 400, ErrorType.INVALID_REQUEST)
     PARSE_ERROR = ("parse_error", 400, ErrorType.INVALID_REQUEST)
+    PROVIDER_NOT_ENABLED = ("provider_not_enabled", 400, ErrorType.INVALID_REQUEST)
     # 401 / 403
     AUTHENTICATION_REQUIRED = ("authentication_required", 401, ErrorType.AUTHENTICATION)
     INVALID_API_KEY = ("invalid_api_key", 401, ErrorType.AUTHENTICATION)
     PERMISSION_DENIED = ("permission_denied", 403, ErrorType.PERMISSION)
     ACCOUNT_DISABLED = ("account_disabled", 403, ErrorType.PERMISSION)
-    # 404 / 405 / 406 / 415
+    # 404 / 405 / 406 / 413 / 415
     RESOURCE_MISSING = ("resource_missing", 404, ErrorType.INVALID_REQUEST)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, ErrorType.INVALID_REQUEST)
     NOT_ACCEPTABLE = ("not_acceptable", 406, ErrorType.INVALID_REQUEST)
+    REQUEST_TOO_LARGE = ("request_too_large", 413, ErrorType.INVALID_REQUEST)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, ErrorType.INVALID_REQUEST)
-    PROVIDER_NOT_ENABLED = ("provider_not_enabled", 400, ErrorType.INVALID_REQUEST)
     # 409
     RESOURCE_EXISTS = ("resource_exists", 409, ErrorType.INVALID_REQUEST)
     PAYMENT_INVALID_STATE = ("payment_invalid_state", 409, ErrorType.INVALID_REQUEST)

@@ -10,8 +10,9 @@ serve Django's own 404/500 for paths outside DRF (an unknown `/api/...` URL, say
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
-from django.views.defaults import page_not_found, server_error
+from django.views.defaults import bad_request, page_not_found, server_error
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -63,6 +64,11 @@ def api_exception_handler(exc, context):
         set_rollback()
         return Response(error_body(exc.code, exc.message, exc.param), status=exc.status)
 
+    if isinstance(exc, RequestDataTooBig):
+        set_rollback()
+        return Response(
+            error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large."), status=413
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("The requested resource does not exist.")
     elif isinstance(exc, DjangoPermissionDenied):
@@ -149,3 +155,12 @@ def json_server_error(request):
             status=500,
         )
     return server_error(request)
+
+
+def json_bad_request(request, exception=None):
+    if _wants_json(request):
+        if isinstance(exception, RequestDataTooBig):
+            body = error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large.")
+            return JsonResponse(body, status=413)
+        return JsonResponse(error_body(ErrorCode.PARAMETER_INVALID, "Bad request."), status=400)
+    return bad_request(request, exception)

@@ -40,9 +40,9 @@ class MetadataField(serializers.DictField):
         if len(value) > METADATA_MAX_KEYS:
             raise serializers.ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
         for key in value:
-            if not key or len(key) > METADATA_MAX_KEY_LENGTH:
+            if not key or len(key) > METADATA_MAX_KEY_LENGTH or "\x00" in key:
                 raise serializers.ValidationError(
-                    f"Keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters."
+                    f"Keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters, without NUL."
                 )
         return value
 

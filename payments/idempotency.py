@@ -47,9 +47,12 @@ def idempotent(view_method):
                 param=HEADER,
             )
         merchant = request.user.merchant
+        livemode = request.user.api_key.livemode
         fingerprint = request_fingerprint(request)
-        with _exclusive(merchant.pk, key):
-            stored = IdempotencyKey.objects.filter(merchant=merchant, key=key).first()
+        with _exclusive(f"{merchant.pk}:{livemode}", key):
+            stored = IdempotencyKey.objects.filter(
+                merchant=merchant, livemode=livemode, key=key
+            ).first()
             if stored is not None:
                 if stored.request_fingerprint != fingerprint:
                     raise PaymentError(
@@ -60,10 +63,13 @@ def idempotent(view_method):
                 return _replay(stored)
             response = view_method(view, request, *args, **kwargs)
             if not 200 <= response.status_code < 300:
+                # Only success is remembered; whatever a failed answer did is undone.
+                transaction.set_rollback(True)
                 return response
             body = _render(response)
             IdempotencyKey.objects.create(
                 merchant=merchant,
+                livemode=livemode,
                 key=key,
                 request_method=request.method,
                 request_path=request.path[:500],
@@ -100,9 +106,9 @@ def _replay(stored: IdempotencyKey) -> HttpResponse:
 
 
 @contextmanager
-def _exclusive(merchant_id: str, key: str):
+def _exclusive(scope: str, key: str):
     """One transaction per key at a time; a second caller is refused at once, not queued."""
-    lock_id = _lock_id(merchant_id, key)
+    lock_id = _lock_id(scope, key)
     if connection.vendor == "postgresql":
         with transaction.atomic():
             with connection.cursor() as cursor:
@@ -130,6 +136,6 @@ def _in_use() -> PaymentError:
     )
 
 
-def _lock_id(merchant_id: str, key: str) -> int:
-    digest = hashlib.sha256(f"{merchant_id}:{key}".encode()).digest()
+def _lock_id(scope: str, key: str) -> int:
+    digest = hashlib.sha256(f"{scope}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)

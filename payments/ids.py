@@ -7,6 +7,7 @@ edge of the index instead of scattering them across it.
 """
 
 import os
+import secrets
 import threading
 import time
 
@@ -24,13 +25,16 @@ def ulid() -> str:
     Return a 26-character ULID: 48 bits of milliseconds, then 80 random bits.
 
     Within one process ids are strictly increasing even inside one millisecond (the
-    random part is incremented), so objects made in a burst still list in creation order.
+    random part grows by a random step), so objects made in a burst still list in
+    creation order, and every id keeps at least 64 unpredictable bits.
     """
     global _last
     with _lock:
         value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
         if value <= _last:
-            value = _last + 1
+            # Same millisecond: stay ordered, but step by a random 64-bit amount so that
+            # an id (a pay link is one) never reveals its neighbours.
+            value = _last + 1 + secrets.randbits(64)
         _last = value
     return _encode(value)
 
@@ -62,7 +66,8 @@ class PrefixedId:
 
 def ulid_floor(moment) -> str:
     """The smallest ULID for a moment: ids made at or after it compare >= this string."""
-    return _encode(int(moment.timestamp() * 1000) << 80)
+    # Before 1970 there are no ids: the smallest one is the floor.
+    return _encode(max(0, int(moment.timestamp() * 1000)) << 80)
 
 
 def ulid_at(moment) -> str:

@@ -190,9 +190,16 @@ class Payment(models.Model):
                 name="payment_one_live_payment_per_order",
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            # Money bounds, enforced by the database whatever the code does: nothing is
+            # captured beyond the amount, nothing refunded beyond what was captured.
             models.CheckConstraint(
-                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=models.F("amount")),
-                name="payment_refunded_within_amount",
+                condition=Q(amount_captured__gte=0) & Q(amount_captured__lte=models.F("amount")),
+                name="payment_captured_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0)
+                & Q(amount_refunded__lte=models.F("amount_captured")),
+                name="payment_refunded_within_captured",
             ),
         ]
         indexes = [
@@ -263,6 +270,8 @@ class IdempotencyKey(models.Model):
     """
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE)
+    # Test and live keys are separate worlds: the same key string may be used in both.
+    livemode = models.BooleanField(default=False)
     key = models.CharField(max_length=255)
     request_method = models.CharField(max_length=10)
     request_path = models.CharField(max_length=500)
@@ -274,7 +283,9 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["merchant", "key"], name="idempotency_key_unique"),
+            models.UniqueConstraint(
+                fields=["merchant", "livemode", "key"], name="idempotency_key_unique"
+            ),
         ]
 
     def __str__(self):

@@ -31,7 +31,12 @@ def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
 
 def _get_owned(model, resource: str, merchant: Merchant, object_id: str):
     # Another merchant's object is indistinguishable from one that does not exist.
-    obj = model.objects.filter(merchant=merchant, pk=object_id).first()
+    # PostgreSQL text cannot hold NUL; such an id names nothing.
+    obj = (
+        None
+        if "\x00" in object_id
+        else model.objects.filter(merchant=merchant, pk=object_id).first()
+    )
     if obj is None:
         raise NotFound(resource, object_id)
     return obj
@@ -66,4 +71,6 @@ def payment_events_list(*, payment: Payment) -> QuerySet[PaymentEvent]:
 
 def payment_get_public(payment_id: str) -> Payment | None:
     """For the pay link: the id (80 random bits) is the buyer's only credential."""
+    if "\x00" in payment_id:
+        return None
     return Payment.objects.select_related("merchant").filter(pk=payment_id).first()

@@ -18,6 +18,7 @@ from payments.errors import (
     ValidationFailed,
 )
 from payments.models import (
+    ORDER_HOLDING_STATUSES,
     APIKey,
     Customer,
     Merchant,
@@ -285,6 +286,15 @@ def payment_create(
             code=ErrorCode.PROVIDER_NOT_ENABLED,
             param="provider",
         )
+    if providers.provider_livemode(provider) != livemode:
+        # A live key must never get a sandbox "payment" that a test card can pay, and a
+        # test key must never move real money.
+        mode = "live" if livemode else "test"
+        raise ValidationFailed(
+            f"The {provider} provider does not take {mode}-mode payments on this deployment.",
+            code=ErrorCode.PROVIDER_NOT_ENABLED,
+            param="provider",
+        )
     if customer is not None and customer.merchant_id != merchant.pk:
         raise ValidationFailed("No such customer.", param="customer")
     if order_id and _order_is_held(merchant, order_id):
@@ -326,8 +336,6 @@ def payment_create(
 
 
 def _order_is_held(merchant: Merchant, order_id: str) -> bool:
-    from payments.models import ORDER_HOLDING_STATUSES
-
     return Payment.objects.filter(
         merchant=merchant, order_id=order_id, status__in=ORDER_HOLDING_STATUSES
     ).exists()
@@ -495,6 +503,17 @@ def payment_sync_from_provider(
             raise ProviderMismatch(f"Payment {payment.pk}: the provider reports {mismatch}.")
         _payment_absorb_details(payment, remote)
         target = remote.status
+        if target in MONEY_TAKEN_STATUSES and payment.status in MONEY_RETURNED_STATUSES:
+            # The provider holds the buyer's money for a payment we told the merchant is
+            # off. Ignoring it would keep money nobody will ship goods for: fail loudly
+            # so the inbox row stays failed and reconciliation picks it up.
+            logger.error(
+                "Provider reports %s for %s payment %s", target, payment.status, payment.pk
+            )
+            raise ProviderMismatch(
+                f"Payment {payment.pk} is {payment.status} here, but the provider reports "
+                f"{target}: the buyer's money must be released or refunded."
+            )
         if target == payment.status or not payment_can_transition(payment.status, target):
             if target != payment.status:
                 payment_event_record(
@@ -514,6 +533,10 @@ def payment_sync_from_provider(
         return payment_transition(
             payment=payment, to_status=target, source=source, actor=actor, **changes
         )
+
+
+MONEY_TAKEN_STATUSES = {PaymentStatus.SUCCEEDED, PaymentStatus.REQUIRES_CAPTURE}
+MONEY_RETURNED_STATUSES = {PaymentStatus.FAILED, PaymentStatus.CANCELED}
 
 
 class ProviderMismatch(Exception):
@@ -579,7 +602,7 @@ def payment_cancel(*, payment: Payment, source: str, actor: str = "") -> Payment
 
 
 def payment_capture(
-    *, payment: Payment, amount: Decimal | None = None, source: str, actor: str = ""
+    *, payment: Payment, amount: Decimal | str | None = None, source: str, actor: str = ""
 ) -> Payment:
     """
     Capture an authorized payment, in full or in part (the rest of the hold is
@@ -592,15 +615,21 @@ def payment_capture(
             raise InvalidState(
                 f"The payment is {payment.status}; only an authorized payment can be captured."
             )
-        amount = payment.amount if amount is None else amount
+        if amount is None:
+            amount = payment.amount
+        elif isinstance(amount, str):
+            amount = money.amount_parse(amount, payment.currency)
         if amount > payment.amount:
             authorized = money.amount_format(payment.amount, payment.currency)
             raise ValidationFailed(
                 f"Cannot capture more than the authorized {authorized}.", param="amount"
             )
+        # A retry after a lost answer must carry the same key, and a capture of another
+        # amount must not be mistaken for it.
+        minor = money.to_minor_units(amount, payment.currency)
         remote = _provider_call(
             lambda p: p.payment_capture(
-                payment.provider_payment_id, amount, idempotency_key=f"capture-{payment.pk}"
+                payment.provider_payment_id, amount, idempotency_key=f"capture-{payment.pk}-{minor}"
             ),
             payment,
         )

@@ -29,5 +29,6 @@ urlpatterns = [
     re_path(r"^(api|webhooks|health)/", json_page_not_found),
 ]
 
+handler400 = "payments.exception_handlers.json_bad_request"
 handler404 = "payments.exception_handlers.json_page_not_found"
 handler500 = "payments.exception_handlers.json_server_error"

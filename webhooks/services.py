@@ -17,8 +17,9 @@ from webhooks.models import InboundWebhook
 
 logger = logging.getLogger(__name__)
 
-# Kept for a forensic look at a forged request, without letting one fill the disk.
-REJECTED_BODY_LIMIT = 64 * 1024
+# Kept for a forensic look at a forged request, without letting a flood of them fill the
+# disk (throttling the endpoint is the other half).
+REJECTED_BODY_LIMIT = 4 * 1024
 # Headers worth keeping; cookies and proxies' internals are not.
 _KEPT_HEADERS = {"content-type", "user-agent", "stripe-signature", "webhook-id",
                  "webhook-timestamp", "webhook-signature", "x-forwarded-for"}  # fmt: skip

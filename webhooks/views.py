@@ -1,3 +1,4 @@
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -25,9 +26,15 @@ def receive(request, provider: str):
         response["Allow"] = "POST"
         return response
     try:
+        body = request.body
+    except RequestDataTooBig:
+        return JsonResponse(
+            error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large."), status=413
+        )
+    try:
         receipt = services.webhook_receive(
             provider=provider,
-            body=request.body,
+            body=body,
             headers=dict(request.headers),
             source_ip=client_ip(request) or None,
         )

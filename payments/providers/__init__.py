@@ -22,6 +22,18 @@ def provider_enabled(name: str) -> bool:
     return False
 
 
+def provider_livemode(name: str) -> bool:
+    """
+    Whether the provider's configured credentials move real money. The sandbox never
+    does; Stripe and YooKassa say so in their key prefixes (`sk_live_…`, `live_…`).
+    """
+    if name == STRIPE:
+        return settings.STRIPE_SECRET_KEY.startswith("sk_live_")
+    if name == YOOKASSA:
+        return settings.YOOKASSA_SECRET_KEY.startswith("live_")
+    return False
+
+
 def enabled_providers() -> list[str]:
     return [name for name in ALL_PROVIDERS if provider_enabled(name)]
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 import requests
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from payments import signing
@@ -304,7 +305,7 @@ def event_send(event_id: str) -> bool:
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     SandboxEvent.objects.filter(pk=event.pk).update(
-        attempts=event.attempts + 1,
+        attempts=F("attempts") + 1,
         last_error=error,
         delivered_at=None if error else timezone.now(),
     )

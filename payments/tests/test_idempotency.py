@@ -99,7 +99,7 @@ def test_without_a_key_each_request_is_new(api):
 def test_a_retry_while_the_first_is_running_is_409(merchant, settings):
     """The first request is simulated by another session holding the key's lock."""
     api = client_for(APIKeyFactory(merchant=merchant).raw_key)
-    lock_id = idempotency._lock_id(merchant.pk, "key-1")
+    lock_id = idempotency._lock_id(f"{merchant.pk}:False", "key-1")
     params = connection.get_connection_params()
     with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [lock_id])
@@ -134,3 +134,17 @@ def test_fifty_concurrent_requests_with_one_key_create_one_payment(merchant):
     for response in responses:
         if response.status_code == 409:
             assert response.json()["error"]["code"] == "idempotency_key_in_use"
+
+
+def test_test_and_live_keys_do_not_share_idempotency_keys(merchant, settings):
+    settings.STRIPE_SECRET_KEY = "sk_live_configured"  # a live provider for the live key
+    test_key = client_for(APIKeyFactory(merchant=merchant).raw_key)
+    live_key = client_for(APIKeyFactory(merchant=merchant, livemode=True).raw_key)
+
+    first = post(test_key, key="order-42")
+    second = post(live_key, {**BODY, "order_id": "o-2", "provider": "stripe"}, key="order-42")
+
+    assert first.status_code == second.status_code == 201
+    assert "Idempotent-Replayed" not in second
+    assert second.json()["livemode"] is True and first.json()["livemode"] is False
+    assert Payment.objects.count() == 2

@@ -237,3 +237,79 @@ def test_unknown_fields_are_refused(api):
         create(api, ammount="1.00"), 400, "parameter_unknown", "invalid_request_error"
     )
     assert error["param"] == "ammount"
+
+
+def test_a_live_key_cannot_take_sandbox_payments(merchant):
+    from conftest import client_for
+    from payments.tests.factories import APIKeyFactory
+
+    live = client_for(APIKeyFactory(merchant=merchant, livemode=True).raw_key)
+
+    error = assert_error(create(live), 400, "provider_not_enabled", "invalid_request_error")
+    assert error["param"] == "provider"
+    assert "live" in error["message"]
+    assert not Payment.objects.exists()
+
+
+def test_a_test_key_cannot_move_real_money(api, settings):
+    settings.STRIPE_SECRET_KEY = "sk_live_configured"
+
+    error = assert_error(
+        create(api, provider="stripe"), 400, "provider_not_enabled", "invalid_request_error"
+    )
+    assert "test" in error["message"]
+    assert not Payment.objects.exists()
+
+
+@pytest.mark.parametrize("bad_id", ["pay_%00", "%00"])
+def test_ids_with_nul_are_404_not_500(api, client, bad_id):
+    assert_error(api.get(f"{URL}/{bad_id}"), 404, "resource_missing", "invalid_request_error")
+    assert_error(
+        api.get(f"/api/v1/customers/{bad_id}"), 404, "resource_missing", "invalid_request_error"
+    )
+    assert client.get(f"/pay/{bad_id}").status_code == 404
+
+
+def test_metadata_keys_with_nul_are_400(api):
+    error = assert_error(
+        create(api, metadata={"a\x00b": "v"}), 400, "parameter_invalid", "invalid_request_error"
+    )
+    assert error["param"] == "metadata"
+
+
+def test_a_body_nested_too_deeply_is_400(api):
+    body = '{"metadata": ' * 5000 + "{}" + "}" * 5000
+
+    response = api.generic("POST", URL, body, content_type="application/json")
+
+    assert_error(response, 400, "parse_error", "invalid_request_error")
+
+
+def test_a_body_too_large_is_413(api):
+    body = '{"description": "' + "x" * 3_000_000 + '"}'
+
+    response = api.generic("POST", URL, body, content_type="application/json")
+
+    assert_error(response, 413, "request_too_large", "invalid_request_error")
+    assert not Payment.objects.exists()
+
+
+def test_created_filters_before_1970_do_not_hide_payments(api, merchant):
+    payment = PaymentFactory(merchant=merchant)
+
+    results = api.get(f"{URL}?created_gte=1900-01-01T00:00:00Z").json()["results"]
+
+    assert [p["id"] for p in results] == [payment.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_for_one_order_make_one_payment(merchant):
+    from conftest import client_for, run_concurrently
+    from payments.tests.factories import APIKeyFactory
+
+    raw_key = APIKeyFactory(merchant=merchant).raw_key
+
+    statuses = run_concurrently(10, lambda: create(client_for(raw_key), order_id="o-1").status_code)
+
+    assert sorted(statuses) == [201] + [409] * 9
+    assert Payment.objects.filter(order_id="o-1").count() == 1

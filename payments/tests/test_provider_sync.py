@@ -84,3 +84,15 @@ def test_a_repeated_report_is_a_no_op():
     sync(payment)
 
     assert PaymentEvent.objects.filter(payment=payment).count() == 1
+
+
+@pytest.mark.parametrize("ours", ["canceled", "failed"])
+@pytest.mark.parametrize("theirs", ["succeeded", "requires_capture"])
+def test_money_taken_on_a_payment_we_closed_is_an_error_not_silence(ours, theirs):
+    payment = PaymentFactory(status=ours)
+
+    with pytest.raises(services.ProviderMismatch, match="refunded"):
+        sync(payment, status=theirs)
+
+    payment.refresh_from_db()
+    assert payment.status == ours

@@ -187,3 +187,23 @@ def test_a_real_browser_pays_with_4242(api, browser_page):
 
     expect(browser_page.locator("#pay-heading")).to_have_text("Payment succeeded")
     assert api.get(f"/api/v1/payments/{payment['id']}").json()["status"] == "succeeded"
+
+
+def test_concurrent_captures_capture_once(api, merchant):
+    from conftest import run_concurrently
+
+    payment = create_payment(api, capture=False)
+    Buyer().pay(payment["checkout_url"], "4242424242424242")
+    raw_key = APIKeyFactory(merchant=merchant).raw_key
+    url = f"/api/v1/payments/{payment['id']}/capture"
+
+    responses = run_concurrently(
+        6, lambda: client_for(raw_key).post(url, {"amount": "30.00"}, format="json")
+    )
+
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 5
+    ours = Payment.objects.get(pk=payment["id"])
+    theirs = SandboxPayment.objects.get(reference=payment["id"])
+    assert (ours.status, str(ours.amount_captured)) == ("succeeded", "30.0000")
+    assert (theirs.status, str(theirs.amount_captured)) == ("succeeded", "30.0000")
+    assert timeline(api, payment["id"]).count(("succeeded", "api")) == 1

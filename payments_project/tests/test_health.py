@@ -36,6 +36,8 @@ def test_ready_is_503_naming_the_cache_when_redis_is_down(client, settings):
     assert body["error"]["code"] == "service_unavailable"
     assert "cache" in body["error"]["message"]
     assert body["checks"]["cache"]["status"] == "error"
+    # A public probe names the dependency, never its host or credentials.
+    assert "127.0.0.1" not in response.content.decode()
     assert body["checks"]["database"]["status"] == "ok"
 
 

@@ -17,6 +17,7 @@ from payments.models import Payment, PaymentEvent, SandboxPayment, SandboxPaymen
 from payments.sandbox import gateway
 from payments.tests.test_authentication import assert_error
 from webhooks.models import InboundWebhook
+from webhooks.services import REJECTED_BODY_LIMIT
 from webhooks.tasks import inbound_webhooks_sweep
 
 pytestmark = pytest.mark.django_db
@@ -206,13 +207,13 @@ def test_unverifiable_request_is_400_stored_as_rejected_and_changes_nothing(
     assert _timeline(payment) == timeline_before
 
 
-def test_rejected_body_is_kept_only_up_to_64_kib(client):
+def test_rejected_body_is_kept_only_up_to_the_limit(client):
     body = json.dumps({"id": "sbx_evt_big", "padding": "x" * 100_000})
 
     response = _post(client, *_forged(body, {}))
 
     assert response.status_code == 400
-    assert len(InboundWebhook.objects.get().body) == 64 * 1024
+    assert len(InboundWebhook.objects.get().body) == REJECTED_BODY_LIMIT == 4 * 1024
 
 
 def test_signed_but_malformed_event_is_400_and_stored_as_rejected(client):
