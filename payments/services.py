@@ -295,6 +295,13 @@ def payment_create(
             code=ErrorCode.PROVIDER_NOT_ENABLED,
             param="provider",
         )
+    receipt_needed = provider == providers.YOOKASSA and merchant.receipts_enabled
+    if receipt_needed and (customer is None or not customer.email):
+        # A fiscal receipt needs the buyer's contact; YooKassa would refuse it later.
+        raise ValidationFailed(
+            "Receipts are enabled: the payment needs a customer with an email.",
+            param="customer",
+        )
     if customer is not None and customer.merchant_id != merchant.pk:
         raise ValidationFailed("No such customer.", param="customer")
     if order_id and _order_is_held(merchant, order_id):

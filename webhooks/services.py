@@ -41,7 +41,7 @@ def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str
     text = body.decode("utf-8", errors="replace")
     try:
         payload = adapter.webhook_verify(body, headers, source_ip or "")
-        event = adapter.webhook_event(payload)
+        event_id, event_type = adapter.webhook_identify(payload)
     except WebhookVerificationError as exc:
         InboundWebhook.objects.create(
             provider=provider,
@@ -56,8 +56,8 @@ def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str
         with transaction.atomic():
             webhook = InboundWebhook.objects.create(
                 provider=provider,
-                event_id=event.event_id,
-                event_type=event.type,
+                event_id=event_id,
+                event_type=event_type,
                 headers=kept_headers,
                 body=text,
                 payload=payload,
@@ -65,7 +65,7 @@ def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str
             )
             enqueue_on_commit(_process_task(), webhook.pk)
     except IntegrityError:
-        existing = InboundWebhook.objects.get(provider=provider, event_id=event.event_id)
+        existing = InboundWebhook.objects.get(provider=provider, event_id=event_id)
         return Receipt(existing, duplicate=True)
     return Receipt(webhook, duplicate=False)
 

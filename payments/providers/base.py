@@ -169,6 +169,13 @@ class Provider(Protocol):
         """The request's payload, if it provably comes from the provider."""
         ...
 
+    def webhook_identify(self, payload: dict) -> tuple[str, str]:
+        """
+        The event id and type of a verified payload, without any network call: the
+        request is stored and answered on this alone; `webhook_event` runs later.
+        """
+        ...
+
     def webhook_event(self, payload: dict) -> ProviderEvent:
         """What a verified (and stored) payload says; runs again on reprocessing."""
         ...

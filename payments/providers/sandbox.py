@@ -73,6 +73,10 @@ class SandboxProvider:
         except signing.SignatureError as exc:
             raise WebhookVerificationError(f"Bad sandbox signature: {exc}") from None
 
+    def webhook_identify(self, payload: dict) -> tuple[str, str]:
+        event = self.webhook_event(payload)  # the payload is the whole event: no fetch
+        return event.event_id, event.type
+
     def webhook_event(self, payload: dict) -> ProviderEvent:
         try:
             return ProviderEvent(
