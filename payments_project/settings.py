@@ -255,6 +255,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # The SDK logs every request at INFO; our adapters log what matters.
+        "stripe": {"level": "WARNING"},
     },
 }
 

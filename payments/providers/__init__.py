@@ -28,7 +28,7 @@ def provider_livemode(name: str) -> bool:
     does; Stripe and YooKassa say so in their key prefixes (`sk_live_…`, `live_…`).
     """
     if name == STRIPE:
-        return settings.STRIPE_SECRET_KEY.startswith("sk_live_")
+        return settings.STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
     if name == YOOKASSA:
         return settings.YOOKASSA_SECRET_KEY.startswith("live_")
     return False

@@ -109,8 +109,8 @@ _REASON_MESSAGES = {
 _METHOD_TYPES = {"bank_card": "card"}
 
 # Refused on the merits: repeating the same request gets the same answer.
-_DECLINED_ERRORS = (BadRequestError, UnauthorizedError, ForbiddenError, NotFoundError, GoneError)
-_DECLINED_CODES = {"invalid_request", "invalid_credentials", "forbidden", "not_found"}
+_DECLINED_ERRORS = (BadRequestError, ForbiddenError, NotFoundError, GoneError)
+_DECLINED_CODES = {"invalid_request", "forbidden", "not_found"}
 
 # A notification's object id goes into an API path: anything but a plain id is not
 # YooKassa's, and must not be able to steer the request elsewhere.
@@ -413,6 +413,11 @@ def _from_api_error(exc: ApiError) -> ProviderError:
         message += f" (parameter: {content['parameter']})"
     # The SDK raises a bare ApiError for statuses it has no class for (502, 503, 409 ...);
     # only its body's code says whether it was a refusal.
+    if isinstance(exc, UnauthorizedError) or code == "invalid_credentials":
+        # Our configuration is wrong, not the payment: keep payments waiting (the sweep
+        # retries until the deadline) and make noise, instead of failing every one.
+        logger.error("YooKassa refused our credentials: check YOOKASSA_SHOP_ID/SECRET_KEY")
+        return ProviderTransientError(message, code="provider_authentication_failed")
     if isinstance(exc, _DECLINED_ERRORS) or (type(exc) is ApiError and code in _DECLINED_CODES):
         return ProviderDeclined(message, code=code or "provider_declined")
     # 429, 500, a 202 still unprocessed after the repeats, anything unknown: the same

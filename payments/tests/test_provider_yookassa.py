@@ -401,13 +401,15 @@ def test_error_answers_map_to_our_errors_with_yookassas_code(yookassa, fake, sta
     assert "Something about it." in raised.value.message
 
 
-def test_wrong_credentials_are_a_decline(yookassa, fake, settings):
+def test_wrong_credentials_are_retried_not_blamed_on_the_payment(yookassa, fake, settings, caplog):
     settings.YOOKASSA_SECRET_KEY = "test_not-the-key"
 
-    with pytest.raises(ProviderDeclined) as refused:
+    with pytest.raises(ProviderTransientError) as refused:
         yookassa.payment_retrieve("2d3b4e5f-000f-5000-9000-1a2b3c4d5e6f")
 
-    assert refused.value.code == "invalid_credentials"
+    assert type(refused.value) is ProviderTransientError
+    assert refused.value.code == "provider_authentication_failed"
+    assert "credentials" in caplog.text
 
 
 @pytest.mark.parametrize(
