@@ -112,7 +112,9 @@ class PaymentListCreateApi(APIView):
         responses=PaymentOutputSerializer(many=True),
     )
     def get(self, request):
-        payments = selectors.payment_list(merchant=request.user.merchant)
+        payments = selectors.payment_list(
+            merchant=request.user.merchant, livemode=request.user.api_key.livemode
+        )
         return paginated_response(
             request, self, payments, PaymentOutputSerializer, filterset=PaymentFilter
         )
@@ -146,7 +148,9 @@ class PaymentDetailApi(APIView):
     @extend_schema(operation_id="payments_retrieve", responses=PaymentOutputSerializer)
     def get(self, request, payment_id: str):
         payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant, payment_id=payment_id
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
         )
         return Response(PaymentOutputSerializer(payment).data)
 
@@ -157,7 +161,9 @@ class PaymentEventsApi(APIView):
     )
     def get(self, request, payment_id: str):
         payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant, payment_id=payment_id
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
         )
         return paginated_response(
             request,
@@ -179,7 +185,9 @@ class PaymentCancelApi(APIView):
     def post(self, request, payment_id: str):
         PaymentCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
         payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant, payment_id=payment_id
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
         )
         payment = services.payment_cancel(
             payment=payment, source=PaymentEvent.Source.API, actor=request.user.api_key.pk
@@ -199,7 +207,9 @@ class PaymentCaptureApi(APIView):
         serializer = PaymentCaptureInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant, payment_id=payment_id
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
         )
         payment = services.payment_capture(
             payment=payment,

@@ -64,7 +64,14 @@ class ObjectTypeFieldSchema(OpenApiSerializerFieldExtension):
     target_class = ObjectTypeField
 
     def map_serializer_field(self, auto_schema, direction):
-        return {"type": "string", "enum": [self.target.object_type], "readOnly": True}
+        # Not an enum: spectacular would try to name one enum per object type and collide.
+        object_type = self.target.object_type
+        return {
+            "type": "string",
+            "example": object_type,
+            "description": f'Always "{object_type}".',
+            "readOnly": True,
+        }
 
 
 class RawAmountField(serializers.Field):

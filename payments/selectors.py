@@ -57,12 +57,16 @@ def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
     }
 
 
-def payment_list(*, merchant: Merchant) -> QuerySet[Payment]:
-    return Payment.objects.filter(merchant=merchant)
+def payment_list(*, merchant: Merchant, livemode: bool) -> QuerySet[Payment]:
+    # Test and live keys see separate worlds, as with Stripe.
+    return Payment.objects.filter(merchant=merchant, livemode=livemode)
 
 
-def payment_get_for_merchant(*, merchant: Merchant, payment_id: str) -> Payment:
-    return _get_owned(Payment, "payment", merchant, payment_id)
+def payment_get_for_merchant(*, merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
+    payment = _get_owned(Payment, "payment", merchant, payment_id)
+    if payment.livemode != livemode:
+        raise NotFound("payment", payment_id)
+    return payment
 
 
 def payment_events_list(*, payment: Payment) -> QuerySet[PaymentEvent]:

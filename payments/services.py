@@ -1,5 +1,6 @@
 """Write operations of the payments app. Views, admin, tasks and commands call these."""
 
+import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -9,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from payments import credentials, money, providers
+from payments import credentials, money, outcomes, providers
 from payments.errors import (
     Conflict,
     ErrorCode,
@@ -249,7 +250,32 @@ def payment_transition(
         from_status=from_status,
         to_status=to_status,
     )
+    if to_status in ANNOUNCED_STATUSES:
+        payment_announce(payment, f"payment.{to_status}")
     return payment
+
+
+# The payment statuses a merchant is told about (as `payment.<status>` events).
+ANNOUNCED_STATUSES = {
+    PaymentStatus.REQUIRES_CAPTURE,
+    PaymentStatus.SUCCEEDED,
+    PaymentStatus.FAILED,
+    PaymentStatus.CANCELED,
+}
+
+
+def payment_announce(payment: Payment, event_type: str) -> None:
+    from payments.serializers import PaymentOutputSerializer
+
+    outcomes.announce(
+        outcomes.Outcome(
+            type=event_type,
+            merchant_id=payment.merchant_id,
+            livemode=payment.livemode,
+            object_id=payment.pk,
+            data=json.loads(json.dumps(PaymentOutputSerializer(payment).data)),
+        )
+    )
 
 
 @transaction.atomic

@@ -294,3 +294,24 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+
+# --- Merchant callbacks -----------------------------------------------------------------
+# Seconds to wait before each retry of a failed callback: about three days in all (the
+# Standard Webhooks schedule), each with up to 10 % jitter so retries do not arrive in waves.
+WEBHOOK_RETRY_SCHEDULE = env.list(
+    "WEBHOOK_RETRY_SCHEDULE",
+    cast=int,
+    default=[5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000, 36000],
+)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# An endpoint that has failed every delivery for this long is disabled.
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
+# Callbacks to loopback and private networks are refused (SSRF), unless this is on.
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=False)
+# How long an old secret keeps signing after a rotation.
+WEBHOOK_SECRET_ROTATION_GRACE_HOURS = env.int("WEBHOOK_SECRET_ROTATION_GRACE_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["webhooks-deliver-due"] = {
+    # Retries come due here, and so do attempts whose worker died mid-send.
+    "task": "webhooks.tasks.deliveries_dispatch_due",
+    "schedule": 10.0,
+}

@@ -10,6 +10,7 @@ from payments_project import health
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.urls")),
+    path("api/v1/", include("webhooks.api_urls")),
     path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

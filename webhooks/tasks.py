@@ -4,7 +4,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from webhooks import services
+from webhooks import callbacks, services
 from webhooks.models import InboundWebhook
 
 logger = logging.getLogger(__name__)
@@ -35,3 +35,18 @@ def inbound_webhooks_sweep() -> int:
     for webhook_id in ids:
         inbound_webhook_process.delay(webhook_id)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def delivery_attempt(delivery_id: str) -> None:
+    # Retries are not Celery retries: the next attempt's time is stored on the delivery
+    # and the sweep below sends it, so a lost task or a restarted broker loses nothing.
+    callbacks.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(acks_late=True)
+def deliveries_dispatch_due() -> int:
+    due = callbacks.deliveries_due()
+    for delivery_id in due:
+        delivery_attempt.delay(delivery_id)
+    return len(due)
