@@ -1,0 +1,130 @@
+from django.contrib import admin, messages
+
+from webhooks import callbacks, services
+from webhooks.models import Delivery, DeliveryAttempt, Event, InboundWebhook, WebhookEndpoint
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the system: staff look and act through actions, never edit."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(InboundWebhook)
+class InboundWebhookAdmin(ReadOnlyAdmin):
+    list_display = ["id", "provider", "event_type", "status", "received_at", "attempts"]
+    list_filter = ["provider", "status"]
+    search_fields = ["=id", "=event_id"]
+    show_full_result_count = False
+    actions = ["reprocess"]
+
+    @admin.action(description="Reprocess selected webhooks", permissions=["change"])
+    def reprocess(self, request, queryset):
+        outcomes = {}
+        for webhook in queryset.exclude(status=InboundWebhook.Status.REJECTED):
+            try:
+                status = services.webhook_process(webhook_id=webhook.pk, force=True).status
+            except Exception:  # the row keeps its error and traceback
+                status = "failed"
+            outcomes[status] = outcomes.get(status, 0) + 1
+            self.log_change(request, webhook, f"Reprocessed: {status}")
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items())) or "nothing"
+        level = messages.WARNING if outcomes.get("failed") else messages.SUCCESS
+        self.message_user(request, f"Reprocessed: {summary}.", level)
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fields = ["attempted_at", "status_code", "duration_ms", "error", "response_excerpt"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+    ]
+    list_filter = ["status"]
+    search_fields = ["=id", "=event__id", "=endpoint__id"]
+    list_select_related = ["event", "endpoint"]
+    show_full_result_count = False
+    inlines = [DeliveryAttemptInline]
+    actions = ["redeliver"]
+
+    @admin.action(description="Redeliver selected callbacks now", permissions=["change"])
+    def redeliver(self, request, queryset):
+        count = 0
+        for delivery in queryset:
+            count += callbacks.deliveries_redeliver(
+                event_id=delivery.event_id, endpoint_id=delivery.endpoint_id
+            )
+            self.log_change(request, delivery, "Queued for redelivery.")
+        self.message_user(request, f"Queued {count} delivery(ies).", messages.SUCCESS)
+
+
+class DeliveryInline(admin.TabularInline):
+    model = Delivery
+    fields = ["endpoint", "status", "attempts", "next_attempt_at", "delivered_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "type", "merchant", "object_id", "livemode", "created_at"]
+    list_filter = ["type", "livemode"]
+    search_fields = ["=id", "=object_id"]
+    list_select_related = ["merchant"]
+    show_full_result_count = False
+    inlines = [DeliveryInline]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["id", "merchant", "url", "disabled", "failing_since", "created_at"]
+    list_filter = ["disabled", "livemode"]
+    search_fields = ["=id", "url", "merchant__name"]
+    list_select_related = ["merchant"]
+    # The secret signs callbacks; staff never need to read it here.
+    exclude = ["secret", "previous_secret"]
+    readonly_fields = [
+        "id", "merchant", "livemode", "url", "enabled_events", "disabled_reason",
+        "failing_since", "previous_secret_expires_at", "created_at", "updated_at",
+    ]  # fmt: skip
+    actions = ["enable", "disable"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Enable selected endpoints (and send what waited)")
+    def enable(self, request, queryset):
+        for endpoint in queryset:
+            callbacks.endpoint_update(endpoint=endpoint, disabled=False)
+            self.log_change(request, endpoint, "Enabled.")
+        self.message_user(request, "Enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected endpoints")
+    def disable(self, request, queryset):
+        for endpoint in queryset:
+            callbacks.endpoint_update(endpoint=endpoint, disabled=True)
+            self.log_change(request, endpoint, "Disabled.")
+        self.message_user(request, "Disabled.", messages.SUCCESS)

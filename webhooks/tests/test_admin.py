@@ -1,0 +1,54 @@
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.utils import timezone
+
+from payments.tests.factories import MerchantFactory
+from webhooks.models import Delivery, Event, InboundWebhook, WebhookEndpoint
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def delivery():
+    merchant = MerchantFactory()
+    event = Event.objects.create(
+        merchant=merchant, type="payment.succeeded", object_id="pay_1", data={}
+    )
+    endpoint = WebhookEndpoint.objects.create(
+        merchant=merchant, url="https://93.184.216.34/hook", enabled_events=["*"], secret="whsec_x"
+    )
+    return Delivery.objects.create(
+        event=event, endpoint=endpoint, status=Delivery.Status.FAILED, attempts=11
+    )
+
+
+def test_webhook_screens_render(admin_client, delivery):
+    InboundWebhook.objects.create(provider="sandbox", status="failed", error="boom")
+    for url in [
+        "/admin/webhooks/inboundwebhook/",
+        "/admin/webhooks/event/",
+        f"/admin/webhooks/event/{delivery.event_id}/change/",
+        "/admin/webhooks/delivery/",
+        f"/admin/webhooks/delivery/{delivery.pk}/change/",
+        "/admin/webhooks/webhookendpoint/",
+        f"/admin/webhooks/webhookendpoint/{delivery.endpoint_id}/change/",
+    ]:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        assert "whsec_x" not in response.content.decode()
+
+
+def test_staff_redeliver_a_failed_callback(
+    admin_client, delivery, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as sent:
+        admin_client.post(
+            "/admin/webhooks/delivery/",
+            {"action": "redeliver", "_selected_action": [delivery.pk]},
+        )
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.next_attempt_at <= timezone.now()
+    assert len(sent) == 1  # the attempt is enqueued once the change commits
+    assert LogEntry.objects.filter(object_id=delivery.pk).exists()
