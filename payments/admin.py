@@ -7,13 +7,33 @@ from payments import services
 from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent
 
 
-class APIKeyInline(admin.TabularInline):
-    model = APIKey
-    fields = ["prefix", "kind", "livemode", "name", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields
+class ReadOnlyTabularInline(admin.TabularInline):
+    """Rows shown beside their parent, never edited or added there."""
+
     extra = 0
     max_num = 0
     can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the system: staff look and act through actions, never edit."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class APIKeyInline(ReadOnlyTabularInline):
+    model = APIKey
+    fields = ["prefix", "kind", "livemode", "name", "created_at", "last_used_at", "revoked_at"]
     show_change_link = True
 
 
@@ -129,18 +149,14 @@ class CustomerAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "merchant"] if obj else self.readonly_fields
 
 
-class PaymentEventInline(admin.TabularInline):
+class PaymentEventInline(ReadOnlyTabularInline):
     model = PaymentEvent
     fields = ["created_at", "type", "from_status", "to_status", "source", "actor", "data"]
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
     ordering = ["id"]
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(ReadOnlyAdmin):
     """Read-only: every change goes through the payment services (refunds and other staff
     actions arrive with the back-office work), never through a form edit."""
 
@@ -159,12 +175,3 @@ class PaymentAdmin(admin.ModelAdmin):
     list_select_related = ["merchant"]
     show_full_result_count = False
     inlines = [PaymentEventInline]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

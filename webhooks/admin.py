@@ -1,20 +1,8 @@
 from django.contrib import admin, messages
 
+from payments.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from webhooks import callbacks, services
 from webhooks.models import Delivery, DeliveryAttempt, Event, InboundWebhook, WebhookEndpoint
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the system: staff look and act through actions, never edit."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(InboundWebhook)
@@ -40,13 +28,9 @@ class InboundWebhookAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Reprocessed: {summary}.", level)
 
 
-class DeliveryAttemptInline(admin.TabularInline):
+class DeliveryAttemptInline(ReadOnlyTabularInline):
     model = DeliveryAttempt
     fields = ["attempted_at", "status_code", "duration_ms", "error", "response_excerpt"]
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
 
 
 @admin.register(Delivery)
@@ -78,13 +62,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Queued {count} delivery(ies).", messages.SUCCESS)
 
 
-class DeliveryInline(admin.TabularInline):
+class DeliveryInline(ReadOnlyTabularInline):
     model = Delivery
     fields = ["endpoint", "status", "attempts", "next_attempt_at", "delivered_at"]
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
     show_change_link = True
 
 

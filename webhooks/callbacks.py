@@ -168,6 +168,7 @@ def endpoint_update(
     if description is not None:
         endpoint.description = description
         fields.add("description")
+    was_disabled = endpoint.disabled
     if disabled is not None:
         endpoint.disabled = disabled
         # Switching it back on is a fresh start; switching it off by hand says so.
@@ -175,7 +176,7 @@ def endpoint_update(
         endpoint.failing_since = None
         fields |= {"disabled", "disabled_reason", "failing_since"}
     endpoint.save(update_fields=sorted(fields))
-    if disabled is False:
+    if was_disabled and disabled is False:
         # What piled up while it was off goes out now.
         deliveries_redeliver(endpoint_id=endpoint.pk, pending_only=True)
     return endpoint
@@ -233,12 +234,16 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
     another worker).
     """
     now = timezone.now()
-    # A disabled endpoint's deliveries wait, untouched, until it is enabled again.
+    # A disabled endpoint's deliveries wait, untouched, until it is enabled again. The
+    # endpoint test is a subquery, not a join: with a join Django wraps the whole filter
+    # in `id IN (…)`, and PostgreSQL re-checks only that after waiting on a competing
+    # claim, so two workers would both win. Kept in the outer WHERE, status and time are
+    # re-checked and exactly one UPDATE claims the attempt.
     claimed = Delivery.objects.filter(
         pk=delivery_id,
         status=Delivery.Status.PENDING,
         next_attempt_at__lte=now,
-        endpoint__disabled=False,
+        endpoint_id__in=WebhookEndpoint.objects.filter(disabled=False).values("pk"),
     ).update(next_attempt_at=now + _lease(), last_attempt_at=now)
     if not claimed:
         return None
@@ -261,14 +266,20 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
                 allow_redirects=False,
             )
             attempt.status_code = response.status_code
-            attempt.response_excerpt = response.text[:RESPONSE_EXCERPT_LENGTH]
+            attempt.response_excerpt = _storable(response.text[:RESPONSE_EXCERPT_LENGTH])
         except requests.RequestException as exc:
-            attempt.error = f"{type(exc).__name__}: {exc}"[:500]
+            attempt.error = _storable(f"{type(exc).__name__}: {exc}"[:500])
     attempt.duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
         attempt.save()
         _settle(delivery, endpoint, attempt)
     return attempt
+
+
+def _storable(text: str) -> str:
+    # Whatever a receiver answers is kept; PostgreSQL text cannot hold NUL, and an attempt
+    # that cannot be saved would be sent again forever.
+    return text.replace("\x00", "\ufffd")
 
 
 def _settle(delivery: Delivery, endpoint: WebhookEndpoint, attempt: DeliveryAttempt) -> None:
@@ -349,8 +360,12 @@ def deliveries_redeliver(
         deliveries = deliveries.filter(event__created_at__gte=since)
     with transaction.atomic():
         ids = list(deliveries.select_for_update().values_list("pk", flat=True))
+        # A fresh run of the retry schedule; the attempt log keeps the earlier ones.
         Delivery.objects.filter(pk__in=ids).update(
-            status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), delivered_at=None
+            status=Delivery.Status.PENDING,
+            next_attempt_at=timezone.now(),
+            delivered_at=None,
+            attempts=0,
         )
         for delivery in Delivery.objects.filter(pk__in=ids):
             _send_on_commit(delivery)
