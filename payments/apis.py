@@ -20,6 +20,8 @@ from payments.serializers import (
     PaymentCreateInputSerializer,
     PaymentEventOutputSerializer,
     PaymentOutputSerializer,
+    RefundCreateInputSerializer,
+    RefundOutputSerializer,
 )
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -218,3 +220,65 @@ class PaymentCaptureApi(APIView):
             actor=request.user.api_key.pk,
         )
         return Response(PaymentOutputSerializer(payment).data)
+
+
+class PaymentRefundListCreateApi(APIView):
+    @extend_schema(
+        operation_id="payments_refunds_list", responses=RefundOutputSerializer(many=True)
+    )
+    def get(self, request, payment_id: str):
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
+        )
+        refunds = selectors.refund_list_for_payment(payment=payment)
+        return paginated_response(request, self, refunds, RefundOutputSerializer)
+
+    @extend_schema(
+        operation_id="payments_refunds_create",
+        request=RefundCreateInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RefundOutputSerializer},
+    )
+    @idempotent
+    def post(self, request, payment_id: str):
+        serializer = RefundCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        payment = selectors.payment_get_for_merchant(
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            payment_id=payment_id,
+        )
+        refund = services.refund_create(
+            payment=payment,
+            amount=serializer.validated_data.get("amount"),
+            reason=serializer.validated_data["reason"],
+            source=PaymentEvent.Source.API,
+            actor=request.user.api_key.pk,
+        )
+        return Response(RefundOutputSerializer(refund).data, status=status.HTTP_201_CREATED)
+
+
+class RefundListApi(APIView):
+    @extend_schema(
+        operation_id="refunds_list",
+        parameters=LIST_PARAMETERS,
+        responses=RefundOutputSerializer(many=True),
+    )
+    def get(self, request):
+        refunds = selectors.refund_list(
+            merchant=request.user.merchant, livemode=request.user.api_key.livemode
+        )
+        return paginated_response(request, self, refunds, RefundOutputSerializer)
+
+
+class RefundDetailApi(APIView):
+    @extend_schema(operation_id="refunds_retrieve", responses=RefundOutputSerializer)
+    def get(self, request, refund_id: str):
+        refund = selectors.refund_get_for_merchant(
+            merchant=request.user.merchant,
+            livemode=request.user.api_key.livemode,
+            refund_id=refund_id,
+        )
+        return Response(RefundOutputSerializer(refund).data)

@@ -372,3 +372,81 @@ class SandboxEvent(models.Model):
 
     def __str__(self):
         return f"{self.id} {self.type}"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+# Refunds that hold part of a payment's refundable amount.
+REFUND_HOLDING_STATUSES = [RefundStatus.PENDING, RefundStatus.SUCCEEDED]
+
+
+class Refund(models.Model):
+    """
+    Money going back to the buyer. Created pending under the payment's row lock (so the
+    refunds of a payment can never add up to more than was captured), sent to the provider
+    by a task, and settled by the provider's answer or webhook.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=PrefixedId("re"), editable=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="refunds")
+    livemode = models.BooleanField(default=False)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=10, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    provider = models.CharField(max_length=20)
+    provider_refund_id = models.CharField(max_length=255, blank=True)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    source = models.CharField(max_length=10, choices=PaymentEvent.Source.choices)
+    actor = models.CharField(max_length=255, blank=True)
+    dispatch_attempts = models.PositiveIntegerField(default=0)
+    last_dispatched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["payment", "-id"], name="refund_payment_id"),
+            models.Index(fields=["merchant", "-id"], name="refund_merchant_id"),
+            models.Index(
+                fields=["provider", "provider_refund_id"], name="refund_provider_refund",
+                condition=~Q(provider_refund_id=""),
+            ),
+            models.Index(
+                fields=["created_at"], name="refund_awaiting_provider",
+                condition=Q(status="pending", provider_refund_id=""),
+            ),
+        ]  # fmt: skip
+
+    def __str__(self):
+        return self.id
+
+
+class SandboxRefund(models.Model):
+    """The sandbox provider's record of a refund."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("sbx_re"), editable=False
+    )
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    reference = models.CharField(max_length=255, blank=True)  # the caller's refund id
+    payment = models.ForeignKey(SandboxPayment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    status = models.CharField(max_length=10, default="pending")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.id

@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 
 from payments import credentials, providers
 from payments.errors import NotFound
-from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent
+from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent, Refund
 
 
 def api_key_get_by_raw_key(raw_key: str) -> APIKey | None:
@@ -78,3 +78,18 @@ def payment_get_public(payment_id: str) -> Payment | None:
     if "\x00" in payment_id:
         return None
     return Payment.objects.select_related("merchant").filter(pk=payment_id).first()
+
+
+def refund_list_for_payment(*, payment: Payment) -> QuerySet[Refund]:
+    return Refund.objects.filter(payment=payment)
+
+
+def refund_list(*, merchant: Merchant, livemode: bool) -> QuerySet[Refund]:
+    return Refund.objects.filter(merchant=merchant, livemode=livemode)
+
+
+def refund_get_for_merchant(*, merchant: Merchant, livemode: bool, refund_id: str) -> Refund:
+    refund = _get_owned(Refund, "refund", merchant, refund_id)
+    if refund.livemode != livemode:
+        raise NotFound("refund", refund_id)
+    return refund

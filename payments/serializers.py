@@ -12,7 +12,7 @@ from payments.fields import (
     ObjectTypeField,
     RawAmountField,
 )
-from payments.models import Customer, Payment, PaymentEvent
+from payments.models import Customer, Payment, PaymentEvent, Refund
 from payments.services import pay_link_url
 
 
@@ -164,4 +164,27 @@ class PaymentEventOutputSerializer(serializers.ModelSerializer):
             "data",
             "created_at",
         ]
+        read_only_fields = fields
+
+
+class RefundCreateInputSerializer(InputSerializer):
+    amount = RawAmountField(required=False)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class RefundOutputSerializer(serializers.ModelSerializer):
+    object = ObjectTypeField("refund")
+    amount = MoneyField("amount")
+    payment = serializers.CharField(source="payment_id")
+    provider_refund_id = BlankAsNullField()
+    failure_reason = BlankAsNullField()
+    reason = BlankAsNullField()
+
+    class Meta:
+        model = Refund
+        fields = [
+            "id", "object", "payment", "amount", "currency", "status", "reason", "provider",
+            "provider_refund_id", "failure_reason", "livemode", "created_at", "updated_at",
+            "completed_at",
+        ]  # fmt: skip
         read_only_fields = fields

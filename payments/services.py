@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from payments import credentials, money, outcomes, providers
@@ -20,18 +20,22 @@ from payments.errors import (
 )
 from payments.models import (
     ORDER_HOLDING_STATUSES,
+    REFUND_HOLDING_STATUSES,
     APIKey,
     Customer,
     Merchant,
     Payment,
     PaymentEvent,
     PaymentStatus,
+    Refund,
+    RefundStatus,
 )
 from payments.providers.base import (
     CheckoutRequest,
     ProviderDeclined,
     ProviderError,
     ProviderPayment,
+    ProviderRefund,
     ProviderTransientError,
     Receipt,
     ReceiptItem,
@@ -650,7 +654,8 @@ def payment_capture(
             )
         if amount is None:
             amount = payment.amount
-        elif isinstance(amount, str):
+        elif not isinstance(amount, Decimal):
+            # As sent by a client: only a decimal string is money (a JSON number is a 400).
             amount = money.amount_parse(amount, payment.currency)
         if amount > payment.amount:
             authorized = money.amount_format(payment.amount, payment.currency)
@@ -683,3 +688,214 @@ def _provider_call(call, payment: Payment):
         raise InvalidState(f"The provider refused: {exc.message}") from exc
     except ProviderError as exc:
         raise ProviderUnavailable(f"The provider could not be reached: {exc.message}") from exc
+
+
+# --- Refunds ------------------------------------------------------------------------------
+
+REFUNDABLE_STATUSES = {PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED}
+
+
+def payment_refundable(payment: Payment) -> Decimal:
+    """What is left to refund: captured, less every refund pending or done."""
+    held = Refund.objects.filter(payment=payment, status__in=REFUND_HOLDING_STATUSES).aggregate(
+        total=Sum("amount")
+    )["total"] or Decimal(0)
+    return payment.amount_captured - held
+
+
+def refund_create(
+    *,
+    payment: Payment,
+    amount: Decimal | str | None = None,
+    reason: str = "",
+    source: str,
+    actor: str = "",
+) -> Refund:
+    """
+    Start a refund of `amount` (default: everything left to refund). Under the payment's
+    row lock, so concurrent refunds can never add up to more than was captured. The
+    provider is asked in a task once this commits; its answer or webhook settles it.
+    """
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        if payment.status not in REFUNDABLE_STATUSES:
+            raise InvalidState(
+                f"The payment is {payment.status}; only a succeeded payment can be refunded."
+            )
+        refundable = payment_refundable(payment)
+        if amount is None:
+            amount = refundable
+        elif not isinstance(amount, Decimal):
+            # As sent by a client: only a decimal string is money (a JSON number is a 400).
+            amount = money.amount_parse(amount, payment.currency)
+        if refundable <= 0:
+            raise InvalidState("Nothing is left to refund on this payment.")
+        if amount > refundable:
+            left = money.amount_format(refundable, payment.currency)
+            raise ValidationFailed(
+                f"The refund exceeds what is left to refund ({left} {payment.currency}).",
+                code=ErrorCode.REFUND_EXCEEDS_REFUNDABLE,
+                param="amount",
+            )
+        refund = Refund.objects.create(
+            payment=payment,
+            merchant_id=payment.merchant_id,
+            livemode=payment.livemode,
+            amount=amount,
+            currency=payment.currency,
+            reason=reason,
+            provider=payment.provider,
+            source=source,
+            actor=actor,
+        )
+        payment_event_record(
+            payment=payment,
+            type="refund_requested",
+            source=source,
+            actor=actor,
+            data={"refund": refund.pk, "amount": money.amount_format(amount, payment.currency)},
+        )
+        from payments.tasks import refund_dispatch
+        from payments_project.celery import enqueue_on_commit
+
+        enqueue_on_commit(refund_dispatch, refund.pk)
+    return refund
+
+
+def refund_dispatch_start(*, refund_id: str) -> Refund | None:
+    """
+    Ask the provider for the refund (same idempotency key on every try) and apply its
+    answer. Raises ProviderTransientError when worth retrying later.
+    """
+    refund = Refund.objects.select_related("payment").filter(pk=refund_id).first()
+    if refund is None or refund.status != RefundStatus.PENDING or refund.provider_refund_id:
+        return refund
+    Refund.objects.filter(pk=refund.pk).update(
+        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
+    )
+    try:
+        remote = providers.get_provider(refund.provider).refund_create(
+            refund.payment.provider_payment_id,
+            refund.amount,
+            refund.currency,
+            idempotency_key=f"refund-{refund.pk}",
+            reason=refund.reason,
+            reference=refund.pk,
+        )
+    except ProviderTransientError:
+        raise
+    except ProviderError as exc:
+        return _refund_apply(
+            refund.pk, "failed", source=PaymentEvent.Source.TASK, failure_reason=exc.message
+        )
+    return _refund_apply(
+        refund.pk,
+        remote.status,
+        source=PaymentEvent.Source.TASK,
+        provider_refund_id=remote.provider_refund_id,
+        failure_reason=remote.failure_reason,
+        remote=remote,
+    )
+
+
+def refund_sync_from_provider(
+    *, provider: str, remote: ProviderRefund, source: str, actor: str = ""
+) -> Refund | None:
+    """A provider's account of a refund (webhook): None when it is not one of ours."""
+    refund = None
+    if remote.reference:
+        refund = Refund.objects.filter(pk=remote.reference, provider=provider).first()
+    if refund is None and remote.provider_refund_id:
+        refund = Refund.objects.filter(
+            provider=provider, provider_refund_id=remote.provider_refund_id
+        ).first()
+    if refund is None:
+        return None
+    return _refund_apply(
+        refund.pk,
+        remote.status,
+        source=source,
+        actor=actor,
+        provider_refund_id=remote.provider_refund_id,
+        failure_reason=remote.failure_reason,
+        remote=remote,
+    )
+
+
+def _refund_apply(
+    refund_id: str,
+    status: str,
+    *,
+    source: str,
+    actor: str = "",
+    provider_refund_id: str = "",
+    failure_reason: str = "",
+    remote: ProviderRefund | None = None,
+) -> Refund:
+    """Settle a refund once: the payment and its refund change together, or not at all."""
+    with transaction.atomic():
+        # Payment first, then refund: every path locks in this order.
+        payment = payment_lock(
+            Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
+        )
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if provider_refund_id and not refund.provider_refund_id:
+            refund.provider_refund_id = provider_refund_id
+            refund.save(update_fields=["provider_refund_id", "updated_at"])
+        if refund.status != RefundStatus.PENDING or status == RefundStatus.PENDING:
+            return refund  # already settled (a duplicate or late message), or not yet
+        if remote is not None and (
+            remote.amount != refund.amount or remote.currency.upper() != refund.currency
+        ):
+            raise ProviderMismatch(
+                f"Refund {refund.pk}: the provider reports {remote.amount} {remote.currency}."
+            )
+        refund.completed_at = timezone.now()
+        if status == RefundStatus.SUCCEEDED:
+            refund.status = RefundStatus.SUCCEEDED
+            refund.save(update_fields=["status", "completed_at", "updated_at"])
+            refunded = payment.amount_refunded + refund.amount
+            payment_transition(
+                payment=payment,
+                to_status=(
+                    PaymentStatus.REFUNDED
+                    if refunded >= payment.amount_captured
+                    else PaymentStatus.PARTIALLY_REFUNDED
+                ),
+                source=source,
+                actor=actor,
+                data={
+                    "refund": refund.pk,
+                    "amount": money.amount_format(refund.amount, refund.currency),
+                },
+                amount_refunded=refunded,
+            )
+            refund_announce(refund, "refund.succeeded")
+        else:
+            # Failed or canceled: its amount is refundable again.
+            refund.status = RefundStatus.CANCELED if status == "canceled" else RefundStatus.FAILED
+            refund.failure_reason = failure_reason[:500]
+            refund.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
+            payment_event_record(
+                payment=payment,
+                type="refund_failed",
+                source=source,
+                actor=actor,
+                data={"refund": refund.pk, "reason": refund.failure_reason},
+            )
+            refund_announce(refund, "refund.failed")
+        return refund
+
+
+def refund_announce(refund: Refund, event_type: str) -> None:
+    from payments.serializers import RefundOutputSerializer
+
+    outcomes.announce(
+        outcomes.Outcome(
+            type=event_type,
+            merchant_id=refund.merchant_id,
+            livemode=refund.livemode,
+            object_id=refund.pk,
+            data=json.loads(json.dumps(RefundOutputSerializer(refund).data)),
+        )
+    )

@@ -8,7 +8,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from payments import services
-from payments.models import IdempotencyKey, Payment, PaymentEvent, PaymentStatus, SandboxEvent
+from payments.models import (
+    IdempotencyKey,
+    Payment,
+    PaymentEvent,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    SandboxEvent,
+)
 from payments.providers.base import ProviderTransientError
 from payments.sandbox import gateway
 
@@ -87,3 +95,30 @@ def idempotency_keys_purge() -> int:
     cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+@shared_task(bind=True, acks_late=True, max_retries=len(RETRY_BACKOFF))
+def refund_dispatch(self, refund_id: str) -> None:
+    try:
+        services.refund_dispatch_start(refund_id=refund_id)
+    except ProviderTransientError as exc:
+        logger.warning("Refund %s failed for now: %s", refund_id, exc.message)
+        if self.request.is_eager:
+            return  # the sweep retries
+        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from None
+
+
+@shared_task(acks_late=True)
+def refunds_sweep_awaiting_provider() -> int:
+    """Re-dispatch refunds the provider has not heard of yet (their task was lost)."""
+    stale = timezone.now() - timedelta(minutes=2)
+    ids = list(
+        Refund.objects.filter(
+            status=RefundStatus.PENDING, provider_refund_id="", created_at__lt=stale
+        )
+        .exclude(last_dispatched_at__gte=stale)
+        .values_list("pk", flat=True)[:500]
+    )
+    for refund_id in ids:
+        refund_dispatch.delay(refund_id)
+    return len(ids)

@@ -19,4 +19,11 @@ urlpatterns = [
         apis.PaymentCaptureApi.as_view(),
         name="payment-capture",
     ),
+    path(
+        "payments/<str:payment_id>/refunds",
+        apis.PaymentRefundListCreateApi.as_view(),
+        name="payment-refunds",
+    ),
+    path("refunds", apis.RefundListApi.as_view(), name="refund-list"),
+    path("refunds/<str:refund_id>", apis.RefundDetailApi.as_view(), name="refund-detail"),
 ]

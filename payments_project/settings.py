@@ -278,6 +278,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payments.tasks.payments_sweep_awaiting_checkout",
         "schedule": 60.0,
     },
+    # Refunds whose provider call was lost: ask the provider again (same idempotency key).
+    "refunds-redispatch": {
+        "task": "payments.tasks.refunds_sweep_awaiting_provider",
+        "schedule": 60.0,
+    },
     # Sandbox webhooks that were never delivered (our web process was down): resend.
     "sandbox-resend-events": {
         "task": "payments.tasks.sandbox_sweep_undelivered_events",

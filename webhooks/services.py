@@ -91,16 +91,24 @@ def webhook_process(*, webhook_id: str, force: bool = False) -> InboundWebhook:
             ):
                 return webhook
             event = providers.get_provider(webhook.provider).webhook_event(webhook.payload)
-            payment = None
+            actor = f"{webhook.provider}:{event.event_id}"
+            applied = None
             if event.payment is not None:
-                payment = payment_services.payment_sync_from_provider(
+                applied = payment_services.payment_sync_from_provider(
                     provider=webhook.provider,
                     remote=event.payment,
                     source=PaymentEvent.Source.PROVIDER,
-                    actor=f"{webhook.provider}:{event.event_id}",
+                    actor=actor,
+                )
+            if event.refund is not None:
+                applied = payment_services.refund_sync_from_provider(
+                    provider=webhook.provider,
+                    remote=event.refund,
+                    source=PaymentEvent.Source.PROVIDER,
+                    actor=actor,
                 )
             webhook.status = (
-                InboundWebhook.Status.PROCESSED if payment else InboundWebhook.Status.IGNORED
+                InboundWebhook.Status.PROCESSED if applied else InboundWebhook.Status.IGNORED
             )
             webhook.processed_at = timezone.now()
             webhook.attempts += 1

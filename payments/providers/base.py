@@ -80,6 +80,9 @@ class ProviderRefund:
     amount: Decimal
     currency: str
     failure_reason: str = ""
+    # Our refund id, where the provider keeps it for us (lets a webhook that outruns our
+    # own record of the provider's id still find the refund).
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,10 @@ class Provider(Protocol):
         *,
         idempotency_key: str,
         reason: str = "",
-    ) -> ProviderRefund: ...
+        reference: str = "",
+    ) -> ProviderRefund:
+        """Refund `amount`; `reference` (our refund id) is kept by providers that can."""
+        ...
 
     def charge_saved_method(
         self, charge: SavedMethodCharge, *, idempotency_key: str

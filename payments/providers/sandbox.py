@@ -10,6 +10,7 @@ from payments.providers.base import (
     ProviderDeclined,
     ProviderEvent,
     ProviderPayment,
+    ProviderRefund,
     WebhookVerificationError,
 )
 from payments.sandbox import gateway
@@ -67,6 +68,24 @@ class SandboxProvider:
             payment = gateway.payment_cancel(provider_payment_id or checkout_id)
         return _to_provider_payment(gateway.payment_object(payment))
 
+    def refund_create(
+        self,
+        provider_payment_id: str,
+        amount: Decimal,
+        currency: str,
+        *,
+        idempotency_key: str,
+        reason: str = "",
+        reference: str = "",
+    ) -> ProviderRefund:
+        """Ask the sandbox to refund; it answers pending and settles by webhook."""
+        with _mapped_errors():
+            refund = gateway.refund_create(
+                provider_payment_id, amount, idempotency_key=idempotency_key, reference=reference
+            )
+        # The API answers pending; the webhook carries the outcome.
+        return _to_provider_refund({**gateway.refund_object(refund), "status": "pending"})
+
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
         try:
             return signing.webhook_verify(gateway.webhook_secret(), body, headers)
@@ -79,13 +98,28 @@ class SandboxProvider:
 
     def webhook_event(self, payload: dict) -> ProviderEvent:
         try:
+            event_type = str(payload["type"])
+            obj = payload["data"]["object"]
+            if event_type.startswith("refund."):
+                return ProviderEvent(
+                    event_id=str(payload["id"]), type=event_type, refund=_to_provider_refund(obj)
+                )
             return ProviderEvent(
-                event_id=str(payload["id"]),
-                type=str(payload["type"]),
-                payment=_to_provider_payment(payload["data"]["object"]),
+                event_id=str(payload["id"]), type=event_type, payment=_to_provider_payment(obj)
             )
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise WebhookVerificationError(f"Malformed sandbox event: {exc!r}") from None
+
+
+def _to_provider_refund(obj: dict) -> ProviderRefund:
+    return ProviderRefund(
+        provider_refund_id=obj["id"],
+        provider_payment_id=obj["payment"],
+        status=obj["status"],
+        amount=Decimal(obj["amount"]),
+        currency=obj["currency"],
+        reference=obj.get("reference", ""),
+    )
 
 
 def _to_provider_payment(obj: dict) -> ProviderPayment:

@@ -236,6 +236,7 @@ class StripeProvider:
         *,
         idempotency_key: str,
         reason: str = "",
+        reference: str = "",
     ) -> ProviderRefund:
         """
         Refund `amount` (all or part of what was captured) of a PaymentIntent. Stripe may
@@ -246,10 +247,13 @@ class StripeProvider:
             "payment_intent": intent_id,
             "amount": _to_stripe_amount(amount, currency.upper()),
         }
+        metadata = {"refund_id": reference} if reference else {}
         if reason in _REFUND_REASONS:
             params["reason"] = reason
         elif reason:
-            params["metadata"] = {"reason": reason[:500]}
+            metadata["reason"] = reason[:500]
+        if metadata:
+            params["metadata"] = metadata
         with _api():
             refund = self._stripe.v1.refunds.create(
                 params, options={"idempotency_key": idempotency_key}
@@ -602,6 +606,7 @@ def _refund_from_object(refund: dict) -> ProviderRefund:
         amount=_from_stripe_amount(refund["amount"], currency),
         currency=currency,
         failure_reason=str(refund.get("failure_reason") or ""),
+        reference=str((refund.get("metadata") or {}).get("refund_id") or ""),
     )
 
 

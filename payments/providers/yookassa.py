@@ -197,8 +197,12 @@ class YooKassaProvider:
         *,
         idempotency_key: str,
         reason: str = "",
+        reference: str = "",
     ) -> ProviderRefund:
-        """Return `amount` of a succeeded payment to the buyer."""
+        """
+        Return `amount` of a succeeded payment to the buyer. YooKassa refunds carry no
+        metadata, so `reference` is not sent; its notifications name the refund by its id.
+        """
         body = {
             "payment_id": provider_payment_id,
             "amount": {"value": money.amount_format(amount, currency), "currency": currency},

@@ -22,7 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from payments import signing
-from payments.models import SandboxEvent, SandboxPayment, SandboxPaymentMethod
+from payments.models import SandboxEvent, SandboxPayment, SandboxPaymentMethod, SandboxRefund
 from payments_project.celery import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,57 @@ def payment_cancel(sandbox_payment_id: str) -> SandboxPayment:
     return payment
 
 
+@transaction.atomic
+def refund_create(
+    sandbox_payment_id: str, amount: Decimal, *, idempotency_key: str, reference: str = ""
+) -> SandboxRefund:
+    """
+    Refund at once on the sandbox's books; the caller learns the outcome only from the
+    `refund.succeeded` webhook, as with card refunds that answer `pending`.
+    """
+    existing = SandboxRefund.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    payment = _locked(sandbox_payment_id)
+    if payment.status != Status.SUCCEEDED:
+        raise SandboxError(
+            f"Payment is {payment.status}; only a paid one can be refunded.", "invalid_state"
+        )
+    if not Decimal(0) < amount <= payment.amount_captured - payment.amount_refunded:
+        raise SandboxError("Refund amount exceeds what is left to refund.", "amount_too_large")
+    # Settled at once on the sandbox's side; the news travels by webhook.
+    refund = SandboxRefund.objects.create(
+        idempotency_key=idempotency_key,
+        reference=reference,
+        payment=payment,
+        amount=amount,
+        status="succeeded",
+    )
+    payment.amount_refunded += amount
+    payment.save(update_fields=["amount_refunded", "updated_at"])
+    _emit_object("refund.succeeded", refund_object(refund))
+    return refund
+
+
+def refund_get(sandbox_refund_id: str) -> SandboxRefund:
+    refund = SandboxRefund.objects.select_related("payment").filter(pk=sandbox_refund_id).first()
+    if refund is None:
+        raise SandboxError(f"No such refund: '{sandbox_refund_id}'.", "resource_missing")
+    return refund
+
+
+def refund_object(refund: SandboxRefund) -> dict:
+    return {
+        "id": refund.id,
+        "object": "sandbox.refund",
+        "payment": refund.payment_id,
+        "reference": refund.reference,
+        "status": refund.status,
+        "amount": str(refund.amount),
+        "currency": refund.payment.currency,
+    }
+
+
 # --- The hosted checkout page -------------------------------------------------------------
 
 
@@ -271,12 +322,16 @@ def payment_object(payment: SandboxPayment) -> dict:
 
 
 def _emit(event_type: str, payment: SandboxPayment) -> SandboxEvent:
+    return _emit_object(event_type, payment_object(payment))
+
+
+def _emit_object(event_type: str, obj: dict) -> SandboxEvent:
     event = SandboxEvent(type=event_type)
     event.payload = {
         "id": event.id,
         "type": event_type,
         "created": int(timezone.now().timestamp()),
-        "data": {"object": payment_object(payment)},
+        "data": {"object": obj},
     }
     event.save()
     from payments.tasks import sandbox_event_send

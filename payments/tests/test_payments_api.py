@@ -313,3 +313,13 @@ def test_concurrent_creates_for_one_order_make_one_payment(merchant):
 
     assert sorted(statuses) == [201] + [409] * 9
     assert Payment.objects.filter(order_id="o-1").count() == 1
+
+
+@pytest.mark.parametrize("amount", [5, 1.5, "1.001", "0"])
+def test_bad_capture_amounts_are_400(api, merchant, amount):
+    payment = PaymentFactory(merchant=merchant, status="requires_capture", capture=False)
+
+    response = api.post(f"{URL}/{payment.id}/capture", {"amount": amount}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "amount"
