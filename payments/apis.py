@@ -13,6 +13,8 @@ from payments.pagination import IdCursorPagination, TimelineCursorPagination
 from payments.permissions import IsPublishableOrSecretKey
 from payments.serializers import (
     ConfigOutputSerializer,
+    CreditCreateInputSerializer,
+    CreditOutputSerializer,
     CustomerCreateInputSerializer,
     CustomerOutputSerializer,
     PaymentCancelInputSerializer,
@@ -282,3 +284,40 @@ class RefundDetailApi(APIView):
             refund_id=refund_id,
         )
         return Response(RefundOutputSerializer(refund).data)
+
+
+class CustomerCreditListCreateApi(APIView):
+    @extend_schema(
+        operation_id="customers_credits_list", responses=CreditOutputSerializer(many=True)
+    )
+    def get(self, request, customer_id: str):
+        customer = selectors.customer_get_for_merchant(
+            merchant=request.user.merchant, customer_id=customer_id
+        )
+        credits = selectors.credit_list(customer=customer)
+        return paginated_response(request, self, credits, CreditOutputSerializer)
+
+    @extend_schema(
+        operation_id="customers_credits_create",
+        request=CreditCreateInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: CreditOutputSerializer},
+    )
+    @idempotent
+    def post(self, request, customer_id: str):
+        serializer = CreditCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer = selectors.customer_get_for_merchant(
+            merchant=request.user.merchant, customer_id=customer_id
+        )
+        data = serializer.validated_data
+        credit = services.customer_credit_change(
+            customer=customer,
+            kind=data["type"],
+            amount=data["amount"],
+            currency=data["currency"],
+            description=data["description"],
+            source=PaymentEvent.Source.API,
+            actor=request.user.api_key.pk,
+        )
+        return Response(CreditOutputSerializer(credit).data, status=status.HTTP_201_CREATED)

@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     RESOURCE_EXISTS = ("resource_exists", 409, ErrorType.INVALID_REQUEST)
     PAYMENT_INVALID_STATE = ("payment_invalid_state", 409, ErrorType.INVALID_REQUEST)
     ORDER_ALREADY_PAID = ("order_payment_exists", 409, ErrorType.INVALID_REQUEST)
+    INSUFFICIENT_BALANCE = ("insufficient_balance", 409, ErrorType.INVALID_REQUEST)
     REFUND_EXCEEDS_REFUNDABLE = ("refund_exceeds_refundable", 400, ErrorType.INVALID_REQUEST)
     IDEMPOTENCY_KEY_IN_USE = ("idempotency_key_in_use", 409, ErrorType.IDEMPOTENCY)
     # 422

@@ -450,3 +450,60 @@ class SandboxRefund(models.Model):
 
     def __str__(self):
         return self.id
+
+
+class CustomerBalance(models.Model):
+    """
+    A customer's prepaid credit in one currency: the row payments with the `credits`
+    provider lock and debit, so two spends can never overdraw it. The ledger (billing)
+    books every change too, and `ledger_check` proves the two agree.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balances")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "currency"], name="balance_per_currency"),
+            # Never overdrawn, whatever the code does.
+            models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.customer_id} {self.amount} {self.currency}"
+
+
+class CreditTransaction(models.Model):
+    """One change to a customer's credit balance: a grant, a deduction, a spend, a return."""
+
+    class Type(models.TextChoices):
+        GRANT = "grant", "Grant"
+        DEDUCT = "deduct", "Deduct"
+        SPEND = "spend", "Spend (a payment)"
+        REFUND = "refund", "Refund (credit returned)"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("cbt"), editable=False
+    )
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="credit_transactions"
+    )
+    type = models.CharField(max_length=10, choices=Type.choices)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)  # always positive
+    currency = models.CharField(max_length=3)
+    description = models.CharField(max_length=500, blank=True)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True)
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, null=True, blank=True)
+    balance_after = models.DecimalField(max_digits=19, decimal_places=4)
+    source = models.CharField(max_length=10, choices=PaymentEvent.Source.choices)
+    actor = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["customer", "-id"], name="credittx_customer_id")]
+
+    def __str__(self):
+        return f"{self.id} {self.type} {self.amount} {self.currency}"

@@ -5,7 +5,15 @@ from django.db.models import QuerySet
 
 from payments import credentials, providers
 from payments.errors import NotFound
-from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent, Refund
+from payments.models import (
+    APIKey,
+    CreditTransaction,
+    Customer,
+    Merchant,
+    Payment,
+    PaymentEvent,
+    Refund,
+)
 
 
 def api_key_get_by_raw_key(raw_key: str) -> APIKey | None:
@@ -26,7 +34,7 @@ def merchant_get(merchant_id: str) -> Merchant:
 
 
 def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
-    return Customer.objects.filter(merchant=merchant)
+    return Customer.objects.filter(merchant=merchant).prefetch_related("balances")
 
 
 def _get_owned(model, resource: str, merchant: Merchant, object_id: str):
@@ -93,3 +101,7 @@ def refund_get_for_merchant(*, merchant: Merchant, livemode: bool, refund_id: st
     if refund.livemode != livemode:
         raise NotFound("refund", refund_id)
     return refund
+
+
+def credit_list(*, customer: Customer) -> QuerySet[CreditTransaction]:
+    return CreditTransaction.objects.filter(customer=customer)

@@ -25,11 +25,27 @@ class CustomerCreateInputSerializer(InputSerializer):
 
 class CustomerOutputSerializer(serializers.ModelSerializer):
     object = ObjectTypeField("customer")
+    balances = serializers.SerializerMethodField()
 
     class Meta:
         model = Customer
-        fields = ["id", "object", "external_id", "email", "name", "metadata", "created_at"]
+        fields = [
+            "id",
+            "object",
+            "external_id",
+            "email",
+            "name",
+            "metadata",
+            "balances",
+            "created_at",
+        ]
         read_only_fields = fields
+
+    def get_balances(self, customer) -> dict[str, str]:
+        """Prepaid credit per currency, e.g. {"RUB": "100.00"}."""
+        from payments.services import customer_balances
+
+        return customer_balances(customer)
 
 
 class ConfigOutputSerializer(serializers.Serializer):
@@ -188,3 +204,21 @@ class RefundOutputSerializer(serializers.ModelSerializer):
             "completed_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class CreditCreateInputSerializer(InputSerializer):
+    type = serializers.ChoiceField(choices=["grant", "deduct"])
+    amount = RawAmountField()
+    currency = serializers.CharField(max_length=3)
+    description = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
+
+
+class CreditOutputSerializer(serializers.Serializer):
+    """A credit transaction, as `payments.services.credit_object` renders it."""
+
+    def to_representation(self, credit):
+        from payments.services import credit_object
+
+        return credit_object(credit)

@@ -22,7 +22,9 @@ from payments.models import (
     ORDER_HOLDING_STATUSES,
     REFUND_HOLDING_STATUSES,
     APIKey,
+    CreditTransaction,
     Customer,
+    CustomerBalance,
     Merchant,
     Payment,
     PaymentEvent,
@@ -316,7 +318,7 @@ def payment_create(
             code=ErrorCode.PROVIDER_NOT_ENABLED,
             param="provider",
         )
-    if providers.provider_livemode(provider) != livemode:
+    if not providers.provider_serves_mode(provider, livemode):
         # A live key must never get a sandbox "payment" that a test card can pay, and a
         # test key must never move real money.
         mode = "live" if livemode else "test"
@@ -332,6 +334,8 @@ def payment_create(
             "Receipts are enabled: the payment needs a customer with an email.",
             param="customer",
         )
+    if provider == providers.CREDITS and customer is None:
+        raise ValidationFailed("Paying with credits needs a customer.", param="customer")
     if customer is not None and customer.merchant_id != merchant.pk:
         raise ValidationFailed("No such customer.", param="customer")
     if order_id and _order_is_held(merchant, order_id):
@@ -368,6 +372,8 @@ def payment_create(
             "provider": provider,
         },
     )
+    if provider == providers.CREDITS:
+        return _payment_pay_with_credits(payment, actor=actor)
     _checkout_dispatch_on_commit(payment)
     return payment
 
@@ -755,6 +761,20 @@ def refund_create(
             actor=actor,
             data={"refund": refund.pk, "amount": money.amount_format(amount, payment.currency)},
         )
+        if payment.provider == providers.CREDITS:
+            # Our own books: the credit goes back at once, in this transaction.
+            _credit_move(
+                customer=payment.customer,
+                kind=CreditTransaction.Type.REFUND,
+                amount=amount,
+                currency=payment.currency,
+                description=reason,
+                payment=payment,
+                refund=refund,
+                source=source,
+                actor=actor,
+            )
+            return _refund_apply(refund.pk, RefundStatus.SUCCEEDED, source=source, actor=actor)
         from payments.tasks import refund_dispatch
         from payments_project.celery import enqueue_on_commit
 
@@ -899,3 +919,139 @@ def refund_announce(refund: Refund, event_type: str) -> None:
             data=json.loads(json.dumps(RefundOutputSerializer(refund).data)),
         )
     )
+
+
+# --- Credit balances ------------------------------------------------------------------------
+
+
+def _balance_locked(customer: Customer, currency: str) -> CustomerBalance:
+    CustomerBalance.objects.get_or_create(customer=customer, currency=currency)
+    return CustomerBalance.objects.select_for_update().get(customer=customer, currency=currency)
+
+
+def _credit_move(
+    *,
+    customer: Customer,
+    kind: str,
+    amount: Decimal,
+    currency: str,
+    description: str = "",
+    payment: Payment | None = None,
+    refund: Refund | None = None,
+    source: str,
+    actor: str = "",
+) -> CreditTransaction:
+    """Change a balance under its row lock; a debit beyond it changes nothing."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("credit moves run inside the transaction of their cause")
+    balance = _balance_locked(customer, currency)
+    debit = kind in (CreditTransaction.Type.DEDUCT, CreditTransaction.Type.SPEND)
+    if debit and balance.amount < amount:
+        have = money.amount_format(balance.amount, currency)
+        raise ValidationFailed(
+            f"The customer's credit balance ({have} {currency}) is not enough.",
+            code=ErrorCode.INSUFFICIENT_BALANCE,
+            param="amount",
+        )
+    balance.amount = balance.amount - amount if debit else balance.amount + amount
+    balance.save(update_fields=["amount", "updated_at"])
+    return CreditTransaction.objects.create(
+        customer=customer,
+        type=kind,
+        amount=amount,
+        currency=currency,
+        description=description,
+        payment=payment,
+        refund=refund,
+        balance_after=balance.amount,
+        source=source,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def customer_credit_change(
+    *,
+    customer: Customer,
+    kind: str,
+    amount: Decimal | str,
+    currency: str,
+    description: str = "",
+    source: str,
+    actor: str = "",
+) -> CreditTransaction:
+    """Grant credit to a customer, or deduct it (never below zero)."""
+    if kind not in (CreditTransaction.Type.GRANT, CreditTransaction.Type.DEDUCT):
+        raise ValidationFailed("type must be 'grant' or 'deduct'.", param="type")
+    currency = money.currency_normalize(currency)
+    if not isinstance(amount, Decimal):
+        amount = money.amount_parse(amount, currency)
+    credit = _credit_move(
+        customer=customer,
+        kind=kind,
+        amount=amount,
+        currency=currency,
+        description=description,
+        source=source,
+        actor=actor,
+    )
+    credit_announce(credit, f"credit.{'granted' if kind == 'grant' else 'deducted'}")
+    return credit
+
+
+def customer_balances(customer: Customer) -> dict[str, str]:
+    return {
+        balance.currency: money.amount_format(balance.amount, balance.currency)
+        for balance in sorted(customer.balances.all(), key=lambda b: b.currency)  # prefetched
+    }
+
+
+def _payment_pay_with_credits(payment: Payment, *, actor: str) -> Payment:
+    """Debit the balance and succeed the payment, in the caller's transaction."""
+    _credit_move(
+        customer=payment.customer,
+        kind=CreditTransaction.Type.SPEND,
+        amount=payment.amount,
+        currency=payment.currency,
+        description=payment.description,
+        payment=payment,
+        source=PaymentEvent.Source.API,
+        actor=actor,
+    )
+    return payment_transition(
+        payment=payment_lock(payment.pk),
+        to_status=PaymentStatus.SUCCEEDED,
+        source=PaymentEvent.Source.API,
+        actor=actor,
+        data={"paid_with": "credits"},
+        amount_captured=payment.amount,
+        payment_method_types=["credits"],
+    )
+
+
+def credit_announce(credit: CreditTransaction, event_type: str) -> None:
+    outcomes.announce(
+        outcomes.Outcome(
+            type=event_type,
+            merchant_id=credit.customer.merchant_id,
+            livemode=False,
+            object_id=credit.pk,
+            data=credit_object(credit),
+        )
+    )
+
+
+def credit_object(credit: CreditTransaction) -> dict:
+    return {
+        "id": credit.pk,
+        "object": "credit_transaction",
+        "customer": credit.customer_id,
+        "type": credit.type,
+        "amount": money.amount_format(credit.amount, credit.currency),
+        "currency": credit.currency,
+        "description": credit.description or None,
+        "payment": credit.payment_id,
+        "refund": credit.refund_id,
+        "balance_after": money.amount_format(credit.balance_after, credit.currency),
+        "created_at": credit.created_at.isoformat().replace("+00:00", "Z"),
+    }

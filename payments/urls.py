@@ -6,6 +6,11 @@ urlpatterns = [
     path("config", apis.ConfigApi.as_view(), name="config"),
     path("customers", apis.CustomerListCreateApi.as_view(), name="customer-list"),
     path("customers/<str:customer_id>", apis.CustomerDetailApi.as_view(), name="customer-detail"),
+    path(
+        "customers/<str:customer_id>/credits",
+        apis.CustomerCreditListCreateApi.as_view(),
+        name="customer-credits",
+    ),
     path("payments", apis.PaymentListCreateApi.as_view(), name="payment-list"),
     path("payments/<str:payment_id>", apis.PaymentDetailApi.as_view(), name="payment-detail"),
     path(

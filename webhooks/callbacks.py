@@ -57,11 +57,14 @@ def _lease() -> timedelta:
 # --- The outbox ------------------------------------------------------------------------------
 
 
-def event_record(outcome: Outcome) -> Event:
+def event_record(outcome: Outcome) -> Event | None:
     """
     Write the event and one delivery per subscribed endpoint, in the caller's transaction
-    (the change being announced); the deliveries are sent once it commits.
+    (the change being announced); the deliveries are sent once it commits. Outcomes that
+    are not merchant-facing event types (internal bookkeeping) are not events.
     """
+    if outcome.type not in EVENT_TYPES:
+        return None
     event = Event.objects.create(
         merchant_id=outcome.merchant_id,
         livemode=outcome.livemode,

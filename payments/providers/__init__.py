@@ -8,7 +8,9 @@ from django.conf import settings
 SANDBOX = "sandbox"
 STRIPE = "stripe"
 YOOKASSA = "yookassa"
-ALL_PROVIDERS = (SANDBOX, STRIPE, YOOKASSA)
+# Pays from the customer's prepaid credit balance: no outside provider, settled at once.
+CREDITS = "credits"
+ALL_PROVIDERS = (SANDBOX, STRIPE, YOOKASSA, CREDITS)
 
 
 def provider_enabled(name: str) -> bool:
@@ -19,7 +21,12 @@ def provider_enabled(name: str) -> bool:
         return bool(settings.STRIPE_SECRET_KEY)
     if name == YOOKASSA:
         return bool(settings.YOOKASSA_SHOP_ID and settings.YOOKASSA_SECRET_KEY)
-    return False
+    return name == CREDITS
+
+
+def provider_serves_mode(name: str, livemode: bool) -> bool:
+    """Credits are the merchant's own books, valid in either mode; others follow their keys."""
+    return name == CREDITS or provider_livemode(name) == livemode
 
 
 def provider_livemode(name: str) -> bool:

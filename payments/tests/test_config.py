@@ -15,7 +15,7 @@ def test_publishable_key_reads_client_config(publishable_api, merchant):
         "merchant_name": merchant.name,
         "livemode": False,
         "default_provider": "sandbox",
-        "providers": ["sandbox"],
+        "providers": ["sandbox", "credits"],
         "stripe_publishable_key": None,
     }
 
@@ -27,7 +27,7 @@ def test_config_lists_providers_whose_credentials_are_set(api, settings):
 
     body = api.get(URL).json()
 
-    assert body["providers"] == ["stripe"]
+    assert body["providers"] == ["stripe", "credits"]
     assert body["stripe_publishable_key"] == "pk_test_fake"
 
 
