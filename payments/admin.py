@@ -4,7 +4,16 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from payments import services
-from payments.models import APIKey, Customer, Merchant, Payment, PaymentEvent
+from payments.models import (
+    APIKey,
+    CreditTransaction,
+    Customer,
+    CustomerBalance,
+    Merchant,
+    Payment,
+    PaymentEvent,
+    Refund,
+)
 
 
 class ReadOnlyTabularInline(admin.TabularInline):
@@ -136,6 +145,11 @@ class APIKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
 
 
+class CustomerBalanceInline(ReadOnlyTabularInline):
+    model = CustomerBalance
+    fields = ["currency", "amount", "updated_at"]
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = ["id", "external_id", "email", "name", "merchant", "created_at"]
@@ -145,6 +159,8 @@ class CustomerAdmin(admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = ["id", "created_at"]
 
+    inlines = [CustomerBalanceInline]
+
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "merchant"] if obj else self.readonly_fields
 
@@ -153,6 +169,38 @@ class PaymentEventInline(ReadOnlyTabularInline):
     model = PaymentEvent
     fields = ["created_at", "type", "from_status", "to_status", "source", "actor", "data"]
     ordering = ["id"]
+
+
+class RefundInline(ReadOnlyTabularInline):
+    model = Refund
+    fields = [
+        "id",
+        "amount",
+        "status",
+        "reason",
+        "provider_refund_id",
+        "source",
+        "actor",
+        "created_at",
+    ]
+    show_change_link = True
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ["id", "payment", "amount", "currency", "status", "provider", "created_at"]
+    list_filter = ["status", "provider"]
+    search_fields = ["=id", "=payment__id", "=provider_refund_id"]
+    show_full_result_count = False
+
+
+@admin.register(CreditTransaction)
+class CreditTransactionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "customer", "type", "amount", "currency", "balance_after", "created_at"]
+    list_filter = ["type", "currency"]
+    search_fields = ["=id", "=customer__id", "=customer__external_id"]
+    list_select_related = ["customer"]
+    show_full_result_count = False
 
 
 @admin.register(Payment)
@@ -174,4 +222,4 @@ class PaymentAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "=order_id", "=provider_payment_id", "=reference"]
     list_select_related = ["merchant"]
     show_full_result_count = False
-    inlines = [PaymentEventInline]
+    inlines = [PaymentEventInline, RefundInline]

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from payments import credentials, services
-from payments.models import APIKey, Customer, Merchant
+from payments.models import APIKey, CreditTransaction, Customer, Merchant, PaymentEvent
 
 DEMO_MERCHANT_ID = "mer_demo"
 DEMO_MERCHANT_NAME = "Demo Cinema"
@@ -53,6 +53,7 @@ def demo_seed() -> DemoCredentials:
         Customer.objects.get_or_create(
             merchant=merchant, external_id=external_id, defaults={"email": email, "name": name}
         )
+    _demo_money(merchant)
     password = demo_password()
     user = get_user_model().objects.filter(username=DEMO_STAFF_USERNAME).first()
     if user is None:
@@ -73,3 +74,31 @@ def _demo_key(merchant: Merchant, kind: str) -> str:
     elif not existing.is_active:
         _, raw_key = services.api_key_create(merchant=merchant, kind=kind, name="demo (reissued)")
     return raw_key
+
+
+def _demo_money(merchant: Merchant) -> None:
+    """A little history on our own books (credits): a grant, a payment, a partial refund."""
+    alice = Customer.objects.get(merchant=merchant, external_id=DEMO_CUSTOMERS[0][0])
+    if CreditTransaction.objects.filter(customer=alice).exists():
+        return
+    services.customer_credit_change(
+        customer=alice,
+        kind=CreditTransaction.Type.GRANT,
+        amount="1000.00",
+        currency="RUB",
+        description="Welcome bonus",
+        source=PaymentEvent.Source.ADMIN,
+        actor="seed_demo",
+    )
+    payment = services.payment_create(
+        merchant=merchant,
+        amount="299.00",
+        currency="RUB",
+        provider="credits",
+        customer=alice,
+        description="Basic plan, paid with credits",
+        actor="seed_demo",
+    )
+    services.refund_create(
+        payment=payment, amount="99.00", reason="goodwill", source=PaymentEvent.Source.ADMIN
+    )

@@ -26,6 +26,9 @@ def test_admin_lists_render(staff, merchant):
         "/admin/payments/apikey/",
         "/admin/payments/customer/",
         "/admin/payments/payment/",
+        "/admin/payments/refund/",
+        "/admin/payments/credittransaction/",
+        f"/admin/payments/customer/{CustomerFactory(merchant=merchant).pk}/change/",
         f"/admin/payments/payment/{PaymentFactory(merchant=merchant).pk}/change/",
     ]:
         assert staff.get(url).status_code == 200, url
