@@ -319,5 +319,6 @@ class CustomerCreditListCreateApi(APIView):
             description=data["description"],
             source=PaymentEvent.Source.API,
             actor=request.user.api_key.pk,
+            livemode=request.user.api_key.livemode,
         )
         return Response(CreditOutputSerializer(credit).data, status=status.HTTP_201_CREATED)

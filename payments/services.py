@@ -979,6 +979,7 @@ def customer_credit_change(
     description: str = "",
     source: str,
     actor: str = "",
+    livemode: bool = False,
 ) -> CreditTransaction:
     """Grant credit to a customer, or deduct it (never below zero)."""
     if kind not in (CreditTransaction.Type.GRANT, CreditTransaction.Type.DEDUCT):
@@ -995,7 +996,9 @@ def customer_credit_change(
         source=source,
         actor=actor,
     )
-    credit_announce(credit, f"credit.{'granted' if kind == 'grant' else 'deducted'}")
+    credit_announce(
+        credit, f"credit.{'granted' if kind == 'grant' else 'deducted'}", livemode=livemode
+    )
     return credit
 
 
@@ -1029,12 +1032,12 @@ def _payment_pay_with_credits(payment: Payment, *, actor: str) -> Payment:
     )
 
 
-def credit_announce(credit: CreditTransaction, event_type: str) -> None:
+def credit_announce(credit: CreditTransaction, event_type: str, *, livemode: bool) -> None:
     outcomes.announce(
         outcomes.Outcome(
             type=event_type,
             merchant_id=credit.customer.merchant_id,
-            livemode=False,
+            livemode=livemode,
             object_id=credit.pk,
             data=credit_object(credit),
         )
