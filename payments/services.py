@@ -862,6 +862,14 @@ def _refund_apply(
         if provider_refund_id and not refund.provider_refund_id:
             refund.provider_refund_id = provider_refund_id
             refund.save(update_fields=["provider_refund_id", "updated_at"])
+        if refund.status == RefundStatus.SUCCEEDED and status in ("failed", "canceled"):
+            # The money came back after the refund had succeeded (Stripe allows this). The
+            # payment cannot quietly go back to an earlier state: fail loudly, so the inbox
+            # row stays failed for staff to settle with the buyer and reconcile.
+            raise ProviderMismatch(
+                f"Refund {refund.pk} succeeded here, but the provider now reports it {status}: "
+                "the buyer has not received the money."
+            )
         if refund.status != RefundStatus.PENDING or status == RefundStatus.PENDING:
             return refund  # already settled (a duplicate or late message), or not yet
         if remote is not None and (
