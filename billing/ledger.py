@@ -312,6 +312,7 @@ def _customer_balances() -> list[str]:
         LedgerEntry.objects.filter(
             account=Concat(Value("customer_credit:"), OuterRef("customer_id")),
             currency=OuterRef("currency"),
+            transaction__livemode=OuterRef("livemode"),
         )
         .order_by()
         .values("currency")

@@ -42,14 +42,26 @@ LIST_PARAMETERS = [
 
 
 def paginated_response(
-    request, view, queryset, serializer_class, *, filterset=None, paginator_class=IdCursorPagination
+    request,
+    view,
+    queryset,
+    serializer_class,
+    *,
+    filterset=None,
+    paginator_class=IdCursorPagination,
+    context=None,
 ):
     """One page of `queryset`, narrowed by `filterset` from the query string when given."""
     if filterset is not None:
         queryset = filters_apply(filterset, request.query_params, queryset)
     paginator = paginator_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+    data = serializer_class(page, many=True, context=context or {}).data
+    return paginator.get_paginated_response(data)
+
+
+def _mode(request) -> dict:
+    return {"livemode": request.user.api_key.livemode}
 
 
 class CustomerListCreateApi(APIView):
@@ -65,7 +77,12 @@ class CustomerListCreateApi(APIView):
     def get(self, request):
         customers = selectors.customer_list(merchant=request.user.merchant)
         return paginated_response(
-            request, self, customers, CustomerOutputSerializer, filterset=CustomerFilter
+            request,
+            self,
+            customers,
+            CustomerOutputSerializer,
+            filterset=CustomerFilter,
+            context=_mode(request),
         )
 
     @extend_schema(
@@ -79,7 +96,10 @@ class CustomerListCreateApi(APIView):
         customer = services.customer_create(
             merchant=request.user.merchant, **serializer.validated_data
         )
-        return Response(CustomerOutputSerializer(customer).data, status=status.HTTP_201_CREATED)
+        return Response(
+            CustomerOutputSerializer(customer, context=_mode(request)).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class CustomerDetailApi(APIView):
@@ -88,7 +108,7 @@ class CustomerDetailApi(APIView):
         customer = selectors.customer_get_for_merchant(
             merchant=request.user.merchant, customer_id=customer_id
         )
-        return Response(CustomerOutputSerializer(customer).data)
+        return Response(CustomerOutputSerializer(customer, context=_mode(request)).data)
 
 
 class ConfigApi(APIView):
@@ -294,7 +314,7 @@ class CustomerCreditListCreateApi(APIView):
         customer = selectors.customer_get_for_merchant(
             merchant=request.user.merchant, customer_id=customer_id
         )
-        credits = selectors.credit_list(customer=customer)
+        credits = selectors.credit_list(customer=customer, livemode=request.user.api_key.livemode)
         return paginated_response(request, self, credits, CreditOutputSerializer)
 
     @extend_schema(

@@ -460,13 +460,17 @@ class CustomerBalance(models.Model):
     """
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balances")
+    # Test-mode credit must never pay for live-mode payments: separate balances.
+    livemode = models.BooleanField(default=False)
     currency = models.CharField(max_length=3)
     amount = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["customer", "currency"], name="balance_per_currency"),
+            models.UniqueConstraint(
+                fields=["customer", "livemode", "currency"], name="balance_per_currency"
+            ),
             # Never overdrawn, whatever the code does.
             models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative"),
         ]
@@ -490,6 +494,7 @@ class CreditTransaction(models.Model):
     customer = models.ForeignKey(
         Customer, on_delete=models.PROTECT, related_name="credit_transactions"
     )
+    livemode = models.BooleanField(default=False)
     type = models.CharField(max_length=10, choices=Type.choices)
     amount = models.DecimalField(max_digits=19, decimal_places=4)  # always positive
     currency = models.CharField(max_length=3)

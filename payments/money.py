@@ -291,3 +291,15 @@ def from_minor_units(value: int, currency: str) -> Decimal:
 
 def _example(exponent: int) -> str:
     return "599" + ("." + "0" * exponent if exponent else "")
+
+
+def amount_coerce(amount, currency: str, *, param: str = "amount") -> Decimal:
+    """
+    An amount from anywhere, held to the same rules: a Decimal from our own code (admin,
+    demo, renewals) is checked like a client's string; anything else must be that string.
+    """
+    if isinstance(amount, Decimal):
+        if not amount.is_finite():
+            raise ValidationFailed("Amount must be a finite number.", param=param)
+        amount = f"{amount.normalize():f}"
+    return amount_parse(amount, currency, param=param)

@@ -103,5 +103,5 @@ def refund_get_for_merchant(*, merchant: Merchant, livemode: bool, refund_id: st
     return refund
 
 
-def credit_list(*, customer: Customer) -> QuerySet[CreditTransaction]:
-    return CreditTransaction.objects.filter(customer=customer)
+def credit_list(*, customer: Customer, livemode: bool) -> QuerySet[CreditTransaction]:
+    return CreditTransaction.objects.filter(customer=customer, livemode=livemode)

@@ -45,7 +45,8 @@ class CustomerOutputSerializer(serializers.ModelSerializer):
         """Prepaid credit per currency, e.g. {"RUB": "100.00"}."""
         from payments.services import customer_balances
 
-        return customer_balances(customer)
+        # Each key sees the credit of its own mode (the view puts it in the context).
+        return customer_balances(customer, self.context.get("livemode", False))
 
 
 class ConfigOutputSerializer(serializers.Serializer):

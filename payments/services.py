@@ -306,9 +306,7 @@ def payment_create(
     Celery task. Returns at once: provider latency never reaches the caller.
     """
     currency = money.currency_normalize(currency)
-    if isinstance(amount, Decimal):  # from our own code (admin, renewals): same rules
-        amount = f"{amount.normalize():f}"
-    amount = money.amount_parse(amount, currency)
+    amount = money.amount_coerce(amount, currency)
     provider = provider or merchant.default_provider
     if provider not in providers.ALL_PROVIDERS:
         raise ValidationFailed(f"Unknown provider: '{provider}'.", param="provider")
@@ -336,6 +334,8 @@ def payment_create(
         )
     if provider == providers.CREDITS and customer is None:
         raise ValidationFailed("Paying with credits needs a customer.", param="customer")
+    if provider == providers.CREDITS and not capture:
+        raise ValidationFailed("Credits are taken at once; capture must be true.", param="capture")
     if customer is not None and customer.merchant_id != merchant.pk:
         raise ValidationFailed("No such customer.", param="customer")
     if order_id and _order_is_held(merchant, order_id):
@@ -658,11 +658,7 @@ def payment_capture(
             raise InvalidState(
                 f"The payment is {payment.status}; only an authorized payment can be captured."
             )
-        if amount is None:
-            amount = payment.amount
-        elif not isinstance(amount, Decimal):
-            # As sent by a client: only a decimal string is money (a JSON number is a 400).
-            amount = money.amount_parse(amount, payment.currency)
+        amount = payment.amount if amount is None else money.amount_coerce(amount, payment.currency)
         if amount > payment.amount:
             authorized = money.amount_format(payment.amount, payment.currency)
             raise ValidationFailed(
@@ -729,11 +725,7 @@ def refund_create(
                 f"The payment is {payment.status}; only a succeeded payment can be refunded."
             )
         refundable = payment_refundable(payment)
-        if amount is None:
-            amount = refundable
-        elif not isinstance(amount, Decimal):
-            # As sent by a client: only a decimal string is money (a JSON number is a 400).
-            amount = money.amount_parse(amount, payment.currency)
+        amount = refundable if amount is None else money.amount_coerce(amount, payment.currency)
         if refundable <= 0:
             raise InvalidState("Nothing is left to refund on this payment.")
         if amount > refundable:
@@ -771,6 +763,7 @@ def refund_create(
                 description=reason,
                 payment=payment,
                 refund=refund,
+                livemode=payment.livemode,
                 source=source,
                 actor=actor,
             )
@@ -862,19 +855,23 @@ def _refund_apply(
         if provider_refund_id and not refund.provider_refund_id:
             refund.provider_refund_id = provider_refund_id
             refund.save(update_fields=["provider_refund_id", "updated_at"])
-        if refund.status == RefundStatus.SUCCEEDED and status in ("failed", "canceled"):
-            # The money came back after the refund had succeeded (Stripe allows this). The
-            # payment cannot quietly go back to an earlier state: fail loudly, so the inbox
-            # row stays failed for staff to settle with the buyer and reconcile.
+        reversed_ = (
+            refund.status == RefundStatus.SUCCEEDED and status in ("failed", "canceled")
+        ) or (
+            refund.status in (RefundStatus.FAILED, RefundStatus.CANCELED) and status == "succeeded"
+        )
+        if reversed_:
+            # The provider changed its mind after we settled (Stripe allows a succeeded refund
+            # to fail later; a "failed" answer may hide a request that went through). Our
+            # books cannot quietly go back: fail loudly, so the inbox row stays failed for
+            # staff to settle with the buyer and reconcile (and no second refund is hidden).
             raise ProviderMismatch(
-                f"Refund {refund.pk} succeeded here, but the provider now reports it {status}: "
-                "the buyer has not received the money."
+                f"Refund {refund.pk} is {refund.status} here, but the provider now reports it "
+                f"{status}: what the buyer received no longer matches our books."
             )
         if refund.status != RefundStatus.PENDING or status == RefundStatus.PENDING:
             return refund  # already settled (a duplicate or late message), or not yet
-        if remote is not None and (
-            remote.amount != refund.amount or remote.currency.upper() != refund.currency
-        ):
+        if remote is not None and _refund_mismatch(refund, payment, remote):
             raise ProviderMismatch(
                 f"Refund {refund.pk}: the provider reports {remote.amount} {remote.currency}."
             )
@@ -915,6 +912,20 @@ def _refund_apply(
         return refund
 
 
+def _refund_mismatch(refund: Refund, payment: Payment, remote: ProviderRefund) -> bool:
+    """A report that names our refund must describe it: same money, same payment."""
+    other_payment = (
+        remote.provider_payment_id
+        and payment.provider_payment_id
+        and remote.provider_payment_id != payment.provider_payment_id
+    )
+    return bool(
+        other_payment
+        or remote.amount != refund.amount
+        or remote.currency.upper() != refund.currency
+    )
+
+
 def refund_announce(refund: Refund, event_type: str) -> None:
     from payments.serializers import RefundOutputSerializer
 
@@ -932,9 +943,10 @@ def refund_announce(refund: Refund, event_type: str) -> None:
 # --- Credit balances ------------------------------------------------------------------------
 
 
-def _balance_locked(customer: Customer, currency: str) -> CustomerBalance:
-    CustomerBalance.objects.get_or_create(customer=customer, currency=currency)
-    return CustomerBalance.objects.select_for_update().get(customer=customer, currency=currency)
+def _balance_locked(customer: Customer, currency: str, livemode: bool) -> CustomerBalance:
+    where = {"customer": customer, "currency": currency, "livemode": livemode}
+    CustomerBalance.objects.get_or_create(**where)
+    return CustomerBalance.objects.select_for_update().get(**where)
 
 
 def _credit_move(
@@ -946,13 +958,14 @@ def _credit_move(
     description: str = "",
     payment: Payment | None = None,
     refund: Refund | None = None,
+    livemode: bool,
     source: str,
     actor: str = "",
 ) -> CreditTransaction:
     """Change a balance under its row lock; a debit beyond it changes nothing."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("credit moves run inside the transaction of their cause")
-    balance = _balance_locked(customer, currency)
+    balance = _balance_locked(customer, currency, livemode)
     debit = kind in (CreditTransaction.Type.DEDUCT, CreditTransaction.Type.SPEND)
     if debit and balance.amount < amount:
         have = money.amount_format(balance.amount, currency)
@@ -965,6 +978,7 @@ def _credit_move(
     balance.save(update_fields=["amount", "updated_at"])
     return CreditTransaction.objects.create(
         customer=customer,
+        livemode=livemode,
         type=kind,
         amount=amount,
         currency=currency,
@@ -993,27 +1007,26 @@ def customer_credit_change(
     if kind not in (CreditTransaction.Type.GRANT, CreditTransaction.Type.DEDUCT):
         raise ValidationFailed("type must be 'grant' or 'deduct'.", param="type")
     currency = money.currency_normalize(currency)
-    if not isinstance(amount, Decimal):
-        amount = money.amount_parse(amount, currency)
+    amount = money.amount_coerce(amount, currency)
     credit = _credit_move(
         customer=customer,
         kind=kind,
         amount=amount,
         currency=currency,
         description=description,
+        livemode=livemode,
         source=source,
         actor=actor,
     )
-    credit_announce(
-        credit, f"credit.{'granted' if kind == 'grant' else 'deducted'}", livemode=livemode
-    )
+    credit_announce(credit, f"credit.{'granted' if kind == 'grant' else 'deducted'}")
     return credit
 
 
-def customer_balances(customer: Customer) -> dict[str, str]:
+def customer_balances(customer: Customer, livemode: bool) -> dict[str, str]:
     return {
         balance.currency: money.amount_format(balance.amount, balance.currency)
         for balance in sorted(customer.balances.all(), key=lambda b: b.currency)  # prefetched
+        if balance.livemode == livemode
     }
 
 
@@ -1026,6 +1039,7 @@ def _payment_pay_with_credits(payment: Payment, *, actor: str) -> Payment:
         currency=payment.currency,
         description=payment.description,
         payment=payment,
+        livemode=payment.livemode,
         source=PaymentEvent.Source.API,
         actor=actor,
     )
@@ -1040,12 +1054,12 @@ def _payment_pay_with_credits(payment: Payment, *, actor: str) -> Payment:
     )
 
 
-def credit_announce(credit: CreditTransaction, event_type: str, *, livemode: bool) -> None:
+def credit_announce(credit: CreditTransaction, event_type: str) -> None:
     outcomes.announce(
         outcomes.Outcome(
             type=event_type,
             merchant_id=credit.customer.merchant_id,
-            livemode=livemode,
+            livemode=credit.livemode,
             object_id=credit.pk,
             data=credit_object(credit),
         )

@@ -178,10 +178,11 @@ def refund_create(
     Refund at once on the sandbox's books; the caller learns the outcome only from the
     `refund.succeeded` webhook, as with card refunds that answer `pending`.
     """
+    # Under the payment's lock, so two calls with one key cannot both insert.
+    payment = _locked(sandbox_payment_id)
     existing = SandboxRefund.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    payment = _locked(sandbox_payment_id)
     if payment.status != Status.SUCCEEDED:
         raise SandboxError(
             f"Payment is {payment.status}; only a paid one can be refunded.", "invalid_state"

@@ -167,3 +167,26 @@ def test_concurrent_spends_never_overdraw(merchant):
     assert sorted(statuses) == [201] * 3 + [409] * 7
     assert CustomerBalance.objects.get(customer=customer).amount == Decimal("10.00")
     assert Payment.objects.filter(status="succeeded").count() == 3
+
+
+def test_test_mode_credit_cannot_pay_live_payments(api, merchant, customer):
+    live = client_for(APIKeyFactory(merchant=merchant, livemode=True).raw_key)
+    credit(api, customer.id, amount="1000.00")  # a test key grants
+
+    error = assert_error(
+        pay(live, customer.id, amount="10.00"), 409, "insufficient_balance", "invalid_request_error"
+    )
+
+    assert "0.00" in error["message"]
+    assert live.get(f"/api/v1/customers/{customer.id}").json()["balances"] == {}
+    assert api.get(f"/api/v1/customers/{customer.id}").json()["balances"] == {"RUB": "1000.00"}
+    assert live.get(f"/api/v1/customers/{customer.id}/credits").json()["results"] == []
+
+
+def test_credits_cannot_authorize_only(api, customer):
+    credit(api, customer.id, amount="100.00")
+
+    response = pay(api, customer.id, capture=False)
+
+    assert response.status_code == 400 and response.json()["error"]["param"] == "capture"
+    assert not Payment.objects.exists()

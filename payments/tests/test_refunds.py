@@ -233,3 +233,47 @@ def test_refund_100_then_499_of_599_ends_refunded(live_server, settings, merchan
     assert steps[-4:] == ["refund_requested", "partially_refunded", "refund_requested", "refunded"]
     assert Event.objects.filter(type="refund.succeeded").count() == 2
     assert SandboxRefund.objects.count() == 2
+
+
+def test_a_failed_refund_the_provider_later_reports_succeeded_is_flagged(merchant, monkeypatch):
+    """A second refund must not quietly follow money that did leave after all."""
+    payment = paid(merchant)
+    monkeypatch.setattr(
+        SandboxProvider,
+        "refund_create",
+        lambda *a, **k: (_ for _ in ()).throw(ProviderDeclined("no")),
+    )
+    created = services.refund_create(payment=payment, amount="599.00", source="api")
+    services.refund_dispatch_start(refund_id=created.pk)
+    report = ProviderRefund(
+        "sbx_re_1", "sbx_pay_x", "succeeded", Decimal("599.00"), "RUB", reference=created.pk
+    )
+
+    with pytest.raises(services.ProviderMismatch, match="no longer matches"):
+        services.refund_sync_from_provider(provider="sandbox", remote=report, source="provider")
+
+
+def test_a_report_about_another_payment_is_refused(merchant):
+    payment = paid(merchant)
+    created = services.refund_create(payment=payment, amount="100.00", source="api")
+    report = ProviderRefund(
+        "sbx_re_1",
+        "sbx_pay_someone_else",
+        "succeeded",
+        Decimal("100.00"),
+        "RUB",
+        reference=created.pk,
+    )
+
+    with pytest.raises(services.ProviderMismatch):
+        services.refund_sync_from_provider(provider="sandbox", remote=report, source="provider")
+    assert Refund.objects.get().status == "pending"
+
+
+def test_internal_callers_get_the_same_amount_rules(merchant):
+    payment = paid(merchant)
+
+    for bad in (Decimal("-1"), Decimal("0"), Decimal("1.001"), Decimal("NaN")):
+        with pytest.raises(services.ValidationFailed):
+            services.refund_create(payment=payment, amount=bad, source="admin")
+    assert not Refund.objects.exists()
