@@ -30,15 +30,22 @@ def _countdown(retries: int) -> int:
     return RETRY_BACKOFF[min(retries, len(RETRY_BACKOFF) - 1)]
 
 
+def _call_provider_or_retry(task, call, object_id: str) -> None:
+    """Run a provider call; on a transient failure retry with backoff (the sweeps follow)."""
+    try:
+        call(object_id)
+    except ProviderTransientError as exc:
+        logger.warning("%s for %s failed for now: %s", task.name, object_id, exc.message)
+        if task.request.is_eager:
+            return  # in-process mode: no retry loop inside a request; the sweep retries
+        raise task.retry(exc=exc, countdown=_countdown(task.request.retries)) from None
+
+
 @shared_task(bind=True, acks_late=True, max_retries=len(RETRY_BACKOFF))
 def payment_checkout_dispatch(self, payment_id: str) -> None:
-    try:
-        services.payment_checkout_start(payment_id=payment_id)
-    except ProviderTransientError as exc:
-        logger.warning("Checkout for %s failed for now: %s", payment_id, exc.message)
-        if self.request.is_eager:
-            return  # in-process mode: no retry loop inside a request; the sweep retries
-        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from None
+    _call_provider_or_retry(
+        self, lambda pk: services.payment_checkout_start(payment_id=pk), payment_id
+    )
 
 
 @shared_task(bind=True, acks_late=True, max_retries=12)
@@ -99,13 +106,9 @@ def idempotency_keys_purge() -> int:
 
 @shared_task(bind=True, acks_late=True, max_retries=len(RETRY_BACKOFF))
 def refund_dispatch(self, refund_id: str) -> None:
-    try:
-        services.refund_dispatch_start(refund_id=refund_id)
-    except ProviderTransientError as exc:
-        logger.warning("Refund %s failed for now: %s", refund_id, exc.message)
-        if self.request.is_eager:
-            return  # the sweep retries
-        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from None
+    _call_provider_or_retry(
+        self, lambda pk: services.refund_dispatch_start(refund_id=pk), refund_id
+    )
 
 
 @shared_task(acks_late=True)
