@@ -7,15 +7,12 @@ delete; a correction is a new reversing transaction, booked by code.
 from django.contrib import admin
 
 from billing.models import LedgerEntry, LedgerTransaction
+from payments.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 
 
-class LedgerEntryInline(admin.TabularInline):
+class LedgerEntryInline(ReadOnlyTabularInline):
     model = LedgerEntry
     fields = ["account", "currency", "amount", "created_at"]
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -25,29 +22,17 @@ class LedgerEntryInline(admin.TabularInline):
 
 
 @admin.register(LedgerTransaction)
-class LedgerTransactionAdmin(admin.ModelAdmin):
+class LedgerTransactionAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "reference", "payment_id", "merchant", "livemode", "created_at"]
     list_filter = ["kind", "livemode"]
     search_fields = ["id", "reference", "payment_id", "merchant__id", "entries__account"]
     list_select_related = ["merchant"]
-    readonly_fields = [
-        "id",
-        "merchant",
-        "livemode",
-        "kind",
-        "reference",
-        "payment_id",
-        "description",
+    fields = [
+        "id", "merchant", "livemode", "kind", "reference", "payment_id", "description",
         "created_at",
-    ]
-    fields = readonly_fields
+    ]  # fmt: skip
     inlines = [LedgerEntryInline]
 
-    def has_add_permission(self, request):
-        return False
-
     def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
+        # Stricter than other system rows: not even a save button.
         return False

@@ -60,10 +60,6 @@ def paginated_response(
     return paginator.get_paginated_response(data)
 
 
-def _mode(request) -> dict:
-    return {"livemode": request.user.api_key.livemode}
-
-
 class CustomerListCreateApi(APIView):
     @extend_schema(
         operation_id="customers_list",
@@ -82,7 +78,7 @@ class CustomerListCreateApi(APIView):
             customers,
             CustomerOutputSerializer,
             filterset=CustomerFilter,
-            context=_mode(request),
+            context=request.user.scope,
         )
 
     @extend_schema(
@@ -97,7 +93,7 @@ class CustomerListCreateApi(APIView):
             merchant=request.user.merchant, **serializer.validated_data
         )
         return Response(
-            CustomerOutputSerializer(customer, context=_mode(request)).data,
+            CustomerOutputSerializer(customer, context=request.user.scope).data,
             status=status.HTTP_201_CREATED,
         )
 
@@ -108,7 +104,7 @@ class CustomerDetailApi(APIView):
         customer = selectors.customer_get_for_merchant(
             merchant=request.user.merchant, customer_id=customer_id
         )
-        return Response(CustomerOutputSerializer(customer, context=_mode(request)).data)
+        return Response(CustomerOutputSerializer(customer, context=request.user.scope).data)
 
 
 class ConfigApi(APIView):
@@ -116,9 +112,7 @@ class ConfigApi(APIView):
 
     @extend_schema(operation_id="config_retrieve", responses=ConfigOutputSerializer)
     def get(self, request):
-        config = selectors.client_config_get(
-            merchant=request.user.merchant, livemode=request.user.api_key.livemode
-        )
+        config = selectors.client_config_get(**request.user.scope)
         return Response(ConfigOutputSerializer(config).data)
 
 
@@ -136,9 +130,7 @@ class PaymentListCreateApi(APIView):
         responses=PaymentOutputSerializer(many=True),
     )
     def get(self, request):
-        payments = selectors.payment_list(
-            merchant=request.user.merchant, livemode=request.user.api_key.livemode
-        )
+        payments = selectors.payment_list(**request.user.scope)
         return paginated_response(
             request, self, payments, PaymentOutputSerializer, filterset=PaymentFilter
         )
@@ -161,7 +153,7 @@ class PaymentListCreateApi(APIView):
             )
         payment = services.payment_create(
             merchant=merchant,
-            livemode=request.user.api_key.livemode,
+            livemode=request.user.livemode,
             actor=request.user.api_key.pk,
             **data,
         )
@@ -171,11 +163,7 @@ class PaymentListCreateApi(APIView):
 class PaymentDetailApi(APIView):
     @extend_schema(operation_id="payments_retrieve", responses=PaymentOutputSerializer)
     def get(self, request, payment_id: str):
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         return Response(PaymentOutputSerializer(payment).data)
 
 
@@ -184,11 +172,7 @@ class PaymentEventsApi(APIView):
         operation_id="payments_events_list", responses=PaymentEventOutputSerializer(many=True)
     )
     def get(self, request, payment_id: str):
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         return paginated_response(
             request,
             self,
@@ -208,11 +192,7 @@ class PaymentCancelApi(APIView):
     @idempotent
     def post(self, request, payment_id: str):
         PaymentCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         payment = services.payment_cancel(
             payment=payment, source=PaymentEvent.Source.API, actor=request.user.api_key.pk
         )
@@ -230,11 +210,7 @@ class PaymentCaptureApi(APIView):
     def post(self, request, payment_id: str):
         serializer = PaymentCaptureInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         payment = services.payment_capture(
             payment=payment,
             amount=serializer.validated_data.get("amount"),
@@ -249,11 +225,7 @@ class PaymentRefundListCreateApi(APIView):
         operation_id="payments_refunds_list", responses=RefundOutputSerializer(many=True)
     )
     def get(self, request, payment_id: str):
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         refunds = selectors.refund_list_for_payment(payment=payment)
         return paginated_response(request, self, refunds, RefundOutputSerializer)
 
@@ -267,11 +239,7 @@ class PaymentRefundListCreateApi(APIView):
     def post(self, request, payment_id: str):
         serializer = RefundCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        payment = selectors.payment_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            payment_id=payment_id,
-        )
+        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         refund = services.refund_create(
             payment=payment,
             amount=serializer.validated_data.get("amount"),
@@ -289,20 +257,14 @@ class RefundListApi(APIView):
         responses=RefundOutputSerializer(many=True),
     )
     def get(self, request):
-        refunds = selectors.refund_list(
-            merchant=request.user.merchant, livemode=request.user.api_key.livemode
-        )
+        refunds = selectors.refund_list(**request.user.scope)
         return paginated_response(request, self, refunds, RefundOutputSerializer)
 
 
 class RefundDetailApi(APIView):
     @extend_schema(operation_id="refunds_retrieve", responses=RefundOutputSerializer)
     def get(self, request, refund_id: str):
-        refund = selectors.refund_get_for_merchant(
-            merchant=request.user.merchant,
-            livemode=request.user.api_key.livemode,
-            refund_id=refund_id,
-        )
+        refund = selectors.refund_get_for_merchant(**request.user.scope, refund_id=refund_id)
         return Response(RefundOutputSerializer(refund).data)
 
 
@@ -314,7 +276,7 @@ class CustomerCreditListCreateApi(APIView):
         customer = selectors.customer_get_for_merchant(
             merchant=request.user.merchant, customer_id=customer_id
         )
-        credits = selectors.credit_list(customer=customer, livemode=request.user.api_key.livemode)
+        credits = selectors.credit_list(customer=customer, livemode=request.user.livemode)
         return paginated_response(request, self, credits, CreditOutputSerializer)
 
     @extend_schema(
@@ -339,6 +301,6 @@ class CustomerCreditListCreateApi(APIView):
             description=data["description"],
             source=PaymentEvent.Source.API,
             actor=request.user.api_key.pk,
-            livemode=request.user.api_key.livemode,
+            livemode=request.user.livemode,
         )
         return Response(CreditOutputSerializer(credit).data, status=status.HTTP_201_CREATED)

@@ -27,6 +27,15 @@ class ApiPrincipal:
         return self.customer is None and self.api_key.is_secret
 
     @property
+    def livemode(self) -> bool:
+        return self.api_key.livemode
+
+    @property
+    def scope(self) -> dict:
+        """What every loader of the caller's data is filtered by: merchant and mode."""
+        return {"merchant": self.merchant, "livemode": self.livemode}
+
+    @property
     def pk(self) -> str:
         # Throttles and logs key their records on the credential, not the merchant.
         return self.api_key.pk

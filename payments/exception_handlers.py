@@ -59,6 +59,10 @@ def error_body(code: ErrorCode | str, message: str, param: str | None = None, er
     }
 
 
+def request_too_large_body() -> dict:
+    return error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large.")
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, PaymentError):
         set_rollback()
@@ -66,9 +70,7 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, RequestDataTooBig):
         set_rollback()
-        return Response(
-            error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large."), status=413
-        )
+        return Response(request_too_large_body(), status=413)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("The requested resource does not exist.")
     elif isinstance(exc, DjangoPermissionDenied):
@@ -160,7 +162,6 @@ def json_server_error(request):
 def json_bad_request(request, exception=None):
     if _wants_json(request):
         if isinstance(exception, RequestDataTooBig):
-            body = error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large.")
-            return JsonResponse(body, status=413)
+            return JsonResponse(request_too_large_body(), status=413)
         return JsonResponse(error_body(ErrorCode.PARAMETER_INVALID, "Bad request."), status=400)
     return bad_request(request, exception)

@@ -257,7 +257,7 @@ def payment_transition(
         to_status=to_status,
     )
     if to_status in ANNOUNCED_STATUSES:
-        payment_announce(payment, f"payment.{to_status}")
+        outcome_announce(payment, f"payment.{to_status}")
     return payment
 
 
@@ -270,16 +270,21 @@ ANNOUNCED_STATUSES = {
 }
 
 
-def payment_announce(payment: Payment, event_type: str) -> None:
-    from payments.serializers import PaymentOutputSerializer
+def outcome_announce(obj: Payment | Refund, event_type: str) -> None:
+    """
+    Tell the outcome listeners (callbacks, ledger), inside this transaction, with the
+    object as the API renders it at this moment.
+    """
+    from payments.serializers import PaymentOutputSerializer, RefundOutputSerializer
 
+    serializer = PaymentOutputSerializer if isinstance(obj, Payment) else RefundOutputSerializer
     outcomes.announce(
         outcomes.Outcome(
             type=event_type,
-            merchant_id=payment.merchant_id,
-            livemode=payment.livemode,
-            object_id=payment.pk,
-            data=json.loads(json.dumps(PaymentOutputSerializer(payment).data)),
+            merchant_id=obj.merchant_id,
+            livemode=obj.livemode,
+            object_id=obj.pk,
+            data=json.loads(json.dumps(serializer(obj).data)),
         )
     )
 
@@ -895,7 +900,7 @@ def _refund_apply(
                 },
                 amount_refunded=refunded,
             )
-            refund_announce(refund, "refund.succeeded")
+            outcome_announce(refund, "refund.succeeded")
         else:
             # Failed or canceled: its amount is refundable again.
             refund.status = RefundStatus.CANCELED if status == "canceled" else RefundStatus.FAILED
@@ -908,7 +913,7 @@ def _refund_apply(
                 actor=actor,
                 data={"refund": refund.pk, "reason": refund.failure_reason},
             )
-            refund_announce(refund, "refund.failed")
+            outcome_announce(refund, "refund.failed")
         return refund
 
 
@@ -923,20 +928,6 @@ def _refund_mismatch(refund: Refund, payment: Payment, remote: ProviderRefund) -
         other_payment
         or remote.amount != refund.amount
         or remote.currency.upper() != refund.currency
-    )
-
-
-def refund_announce(refund: Refund, event_type: str) -> None:
-    from payments.serializers import RefundOutputSerializer
-
-    outcomes.announce(
-        outcomes.Outcome(
-            type=event_type,
-            merchant_id=refund.merchant_id,
-            livemode=refund.livemode,
-            object_id=refund.pk,
-            data=json.loads(json.dumps(RefundOutputSerializer(refund).data)),
-        )
     )
 
 

@@ -15,16 +15,13 @@ class InboundWebhookAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Reprocess selected webhooks", permissions=["change"])
     def reprocess(self, request, queryset):
-        outcomes = {}
-        for webhook in queryset.exclude(status=InboundWebhook.Status.REJECTED):
-            try:
-                status = services.webhook_process(webhook_id=webhook.pk, force=True).status
-            except Exception:  # the row keeps its error and traceback
-                status = "failed"
-            outcomes[status] = outcomes.get(status, 0) + 1
-            self.log_change(request, webhook, f"Reprocessed: {status}")
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items())) or "nothing"
-        level = messages.WARNING if outcomes.get("failed") else messages.SUCCESS
+        webhooks = list(queryset.exclude(status=InboundWebhook.Status.REJECTED))
+        results = services.webhooks_reprocess(webhook.pk for webhook in webhooks)
+        for webhook in webhooks:
+            self.log_change(request, webhook, f"Reprocessed: {results[webhook.pk]}")
+        summary = services.reprocess_summary(results)
+        failed = InboundWebhook.Status.FAILED in results.values()
+        level = messages.WARNING if failed else messages.SUCCESS
         self.message_user(request, f"Reprocessed: {summary}.", level)
 
 

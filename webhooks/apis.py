@@ -16,10 +16,6 @@ from webhooks.serializers import (
 )
 
 
-def _scope(request) -> dict:
-    return {"merchant": request.user.merchant, "livemode": request.user.api_key.livemode}
-
-
 class EventListApi(APIView):
     @extend_schema(
         operation_id="events_list",
@@ -27,7 +23,7 @@ class EventListApi(APIView):
         responses=EventOutputSerializer(many=True),
     )
     def get(self, request):
-        events = selectors.event_list(**_scope(request))
+        events = selectors.event_list(**request.user.scope)
         event_type = request.query_params.get("type")
         if event_type:
             events = events.filter(type=event_type)
@@ -37,7 +33,7 @@ class EventListApi(APIView):
 class EventDetailApi(APIView):
     @extend_schema(operation_id="events_retrieve", responses=EventOutputSerializer)
     def get(self, request, event_id: str):
-        event = selectors.event_get_for_merchant(**_scope(request), event_id=event_id)
+        event = selectors.event_get_for_merchant(**request.user.scope, event_id=event_id)
         return Response(EventOutputSerializer(event).data)
 
 
@@ -48,7 +44,7 @@ class EndpointListCreateApi(APIView):
         responses=EndpointOutputSerializer(many=True),
     )
     def get(self, request):
-        endpoints = selectors.endpoint_list(**_scope(request))
+        endpoints = selectors.endpoint_list(**request.user.scope)
         return paginated_response(request, self, endpoints, EndpointOutputSerializer)
 
     @extend_schema(
@@ -59,7 +55,7 @@ class EndpointListCreateApi(APIView):
     def post(self, request):
         serializer = EndpointCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        endpoint = callbacks.endpoint_create(**_scope(request), **serializer.validated_data)
+        endpoint = callbacks.endpoint_create(**request.user.scope, **serializer.validated_data)
         return Response(
             EndpointWithSecretOutputSerializer(endpoint).data, status=status.HTTP_201_CREATED
         )
@@ -68,7 +64,9 @@ class EndpointListCreateApi(APIView):
 class EndpointDetailApi(APIView):
     @extend_schema(operation_id="webhook_endpoints_retrieve", responses=EndpointOutputSerializer)
     def get(self, request, endpoint_id: str):
-        endpoint = selectors.endpoint_get_for_merchant(**_scope(request), endpoint_id=endpoint_id)
+        endpoint = selectors.endpoint_get_for_merchant(
+            **request.user.scope, endpoint_id=endpoint_id
+        )
         return Response(EndpointOutputSerializer(endpoint).data)
 
     @extend_schema(
@@ -79,13 +77,17 @@ class EndpointDetailApi(APIView):
     def patch(self, request, endpoint_id: str):
         serializer = EndpointUpdateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        endpoint = selectors.endpoint_get_for_merchant(**_scope(request), endpoint_id=endpoint_id)
+        endpoint = selectors.endpoint_get_for_merchant(
+            **request.user.scope, endpoint_id=endpoint_id
+        )
         endpoint = callbacks.endpoint_update(endpoint=endpoint, **serializer.validated_data)
         return Response(EndpointOutputSerializer(endpoint).data)
 
     @extend_schema(operation_id="webhook_endpoints_delete", responses=None)
     def delete(self, request, endpoint_id: str):
-        endpoint = selectors.endpoint_get_for_merchant(**_scope(request), endpoint_id=endpoint_id)
+        endpoint = selectors.endpoint_get_for_merchant(
+            **request.user.scope, endpoint_id=endpoint_id
+        )
         callbacks.endpoint_delete(endpoint=endpoint)
         return Response({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
@@ -97,6 +99,8 @@ class EndpointRotateSecretApi(APIView):
         responses=EndpointWithSecretOutputSerializer,
     )
     def post(self, request, endpoint_id: str):
-        endpoint = selectors.endpoint_get_for_merchant(**_scope(request), endpoint_id=endpoint_id)
+        endpoint = selectors.endpoint_get_for_merchant(
+            **request.user.scope, endpoint_id=endpoint_id
+        )
         endpoint = callbacks.endpoint_rotate_secret(endpoint=endpoint)
         return Response(EndpointWithSecretOutputSerializer(endpoint).data)

@@ -2,7 +2,7 @@ from django.db.models import QuerySet
 
 from payments.errors import NotFound
 from payments.models import Merchant
-from webhooks.models import Delivery, Event, WebhookEndpoint
+from webhooks.models import Event, WebhookEndpoint
 
 
 def event_list(*, merchant: Merchant, livemode: bool) -> QuerySet[Event]:
@@ -31,7 +31,3 @@ def endpoint_get_for_merchant(
     if endpoint is None:
         raise NotFound("webhook endpoint", endpoint_id)
     return endpoint
-
-
-def delivery_list(*, event: Event) -> QuerySet[Delivery]:
-    return Delivery.objects.filter(event=event).select_related("endpoint")

@@ -124,3 +124,24 @@ def webhook_process(*, webhook_id: str, force: bool = False) -> InboundWebhook:
             attempts=F("attempts") + 1,
         )
         raise
+
+
+def webhooks_reprocess(webhook_ids) -> dict[str, str]:
+    """
+    Process stored webhooks again (an operator's choice, so processed ones too). Returns
+    each id's resulting status; a failure stays on its row and does not stop the others.
+    """
+    results = {}
+    for webhook_id in dict.fromkeys(webhook_ids):
+        try:
+            results[webhook_id] = webhook_process(webhook_id=webhook_id, force=True).status
+        except Exception:  # logged by webhook_process; the row keeps error and traceback
+            results[webhook_id] = InboundWebhook.Status.FAILED
+    return results
+
+
+def reprocess_summary(results: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for status in results.values():
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "none"

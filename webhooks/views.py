@@ -4,7 +4,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from payments import providers
 from payments.errors import ErrorCode
-from payments.exception_handlers import error_body
+from payments.exception_handlers import error_body, request_too_large_body
 from payments.network import client_ip
 from payments.providers.base import WebhookVerificationError
 from webhooks import services
@@ -28,9 +28,7 @@ def receive(request, provider: str):
     try:
         body = request.body
     except RequestDataTooBig:
-        return JsonResponse(
-            error_body(ErrorCode.REQUEST_TOO_LARGE, "The request body is too large."), status=413
-        )
+        return JsonResponse(request_too_large_body(), status=413)
     try:
         receipt = services.webhook_receive(
             provider=provider,

@@ -141,7 +141,7 @@ def test_the_same_outcome_announced_twice_books_once(merchant):
     payment = captured(merchant, "599.00")
 
     with transaction.atomic():
-        services.payment_announce(payment, "payment.succeeded")
+        services.outcome_announce(payment, "payment.succeeded")
 
     assert LedgerTransaction.objects.count() == 1
     assert LedgerEntry.objects.count() == 2

@@ -108,7 +108,7 @@ def _run(merchant, steps):
             payment = payments[args[0] % len(payments)]
             payment.refresh_from_db()
             with transaction.atomic():
-                services.payment_announce(payment, "payment.succeeded")
+                services.outcome_announce(payment, "payment.succeeded")
 
     assert ledger_verify() == []
     assert merchant_net_volume(merchant.pk, "RUB") == net

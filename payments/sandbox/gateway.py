@@ -203,13 +203,6 @@ def refund_create(
     return refund
 
 
-def refund_get(sandbox_refund_id: str) -> SandboxRefund:
-    refund = SandboxRefund.objects.select_related("payment").filter(pk=sandbox_refund_id).first()
-    if refund is None:
-        raise SandboxError(f"No such refund: '{sandbox_refund_id}'.", "resource_missing")
-    return refund
-
-
 def refund_object(refund: SandboxRefund) -> dict:
     return {
         "id": refund.id,

@@ -52,3 +52,37 @@ def test_staff_redeliver_a_failed_callback(
     assert delivery.next_attempt_at <= timezone.now()
     assert len(sent) == 1  # the attempt is enqueued once the change commits
     assert LogEntry.objects.filter(object_id=delivery.pk).exists()
+
+
+def test_staff_reprocess_failed_webhooks(admin_client):
+    payload = {
+        "id": "sbx_evt_1",
+        "type": "refund.succeeded",
+        "data": {
+            "object": {
+                "id": "sbx_re_1",
+                "payment": "sbx_pay_1",
+                "status": "succeeded",
+                "amount": "1.00",
+                "currency": "RUB",
+                "reference": "",
+            }
+        },
+    }
+    webhook = InboundWebhook.objects.create(
+        provider="sandbox", event_id="sbx_evt_1", status="failed", payload=payload, error="boom"
+    )
+    forged = InboundWebhook.objects.create(provider="sandbox", status="rejected")
+
+    response = admin_client.post(
+        "/admin/webhooks/inboundwebhook/",
+        {"action": "reprocess", "_selected_action": [webhook.pk, forged.pk]},
+        follow=True,
+    )
+
+    webhook.refresh_from_db()
+    assert webhook.status == "ignored"  # not one of our refunds, and no longer failed
+    assert webhook.error == ""
+    assert "Reprocessed: 1 ignored." in response.content.decode()
+    assert LogEntry.objects.filter(object_id=webhook.pk).exists()
+    assert not LogEntry.objects.filter(object_id=forged.pk).exists()

@@ -26,16 +26,11 @@ class Command(BaseCommand):
                 .order_by("received_at")
                 .values_list("pk", flat=True)
             )
-        outcomes: dict[str, int] = {}
-        for webhook_id in dict.fromkeys(targets):
-            try:
-                webhook = services.webhook_process(webhook_id=webhook_id, force=True)
-                outcome = webhook.status
-            except Exception as exc:  # keep going; the row keeps the error
-                outcome = "failed"
-                self.stderr.write(f"{webhook_id}: {type(exc).__name__}: {exc}")
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        summary = ", ".join(f"{count} {status}" for status, count in sorted(outcomes.items()))
-        self.stdout.write(f"Reprocessed {sum(outcomes.values())} webhook(s): {summary or 'none'}")
-        if outcomes.get("failed"):
+        results = services.webhooks_reprocess(targets)
+        failed = [pk for pk, status in results.items() if status == InboundWebhook.Status.FAILED]
+        for webhook in InboundWebhook.objects.filter(pk__in=failed):
+            self.stderr.write(f"{webhook.pk}: {webhook.error}")
+        summary = services.reprocess_summary(results)
+        self.stdout.write(f"Reprocessed {len(results)} webhook(s): {summary}")
+        if failed:
             raise CommandError("Some webhooks failed again; see their errors in the admin.")
