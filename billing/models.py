@@ -10,6 +10,10 @@ keeps the history an auditor (or `manage.py ledger_check`) reads intact. Code ca
 update or delete them (see `AppendOnly`), and the admin shows them read-only.
 """
 
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -114,3 +118,219 @@ class LedgerEntry(AppendOnly):
 
     def __str__(self):
         return f"{self.account} {self.amount} {self.currency}"
+
+
+# --- Invoices ---------------------------------------------------------------------------------
+
+
+class BillingProfile(models.Model):
+    """The merchant's details printed on its invoices, and its invoice number prefixes."""
+
+    merchant = models.OneToOneField(
+        "payments.Merchant",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="billing_profile",
+    )
+    legal_name = models.CharField(max_length=255, blank=True)
+    address = models.TextField(blank=True)
+    tax_id = models.CharField(max_length=64, blank=True, help_text="INN, VAT number, …")
+    email = models.EmailField(blank=True)
+    # Live and test invoices are numbered apart, so test traffic never leaves gaps in the
+    # live sequence an auditor reads.
+    invoice_prefix = models.CharField(
+        max_length=12,
+        default="INV",
+        validators=[RegexValidator(r"^[A-Z0-9]{1,12}$", "1 to 12 capital letters or digits.")],
+    )
+    test_invoice_prefix = models.CharField(
+        max_length=12,
+        default="TEST",
+        validators=[RegexValidator(r"^[A-Z0-9]{1,12}$", "1 to 12 capital letters or digits.")],
+    )
+    footer = models.TextField(blank=True, help_text="Printed at the bottom of every invoice.")
+
+    def __str__(self):
+        return f"Billing profile of {self.merchant_id}"
+
+    def clean(self):
+        if self.invoice_prefix == self.test_invoice_prefix:
+            raise ValidationError({"test_invoice_prefix": "Must differ from the live prefix."})
+
+
+class InvoiceSequence(models.Model):
+    """
+    The last number given to an invoice, per merchant, mode and year. Taken under this
+    row's lock in the transaction that finalizes the invoice: a rolled-back finalization
+    gives its number back, so the numbers have no gaps and no repeats.
+    """
+
+    merchant = models.ForeignKey("payments.Merchant", on_delete=models.CASCADE)
+    livemode = models.BooleanField(default=False)
+    year = models.PositiveSmallIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "livemode", "year"], name="invoice_sequence_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.merchant_id} {self.year}: {self.last_number}"
+
+
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    OPEN = "open", "Open"
+    PAID = "paid", "Paid"
+    VOID = "void", "Void"
+
+
+class BillingReason(models.TextChoices):
+    PAYMENT = "payment", "A one-off payment"
+    SUBSCRIPTION_CREATE = "subscription_create", "A subscription's first payment"
+    SUBSCRIPTION_CYCLE = "subscription_cycle", "A subscription renewal"
+
+
+class Invoice(models.Model):
+    """
+    A numbered bill for what a customer paid or owes. A draft has no number; it gets the
+    next one of its merchant when finalized (`open`) or paid. The customer's and
+    merchant's details are copied in at finalization: an issued invoice never changes
+    when a customer later edits their email.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=PrefixedId("in"), editable=False)
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.PROTECT, related_name="invoices"
+    )
+    livemode = models.BooleanField(default=False)
+    customer = models.ForeignKey(
+        "payments.Customer",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="invoices",
+    )
+    number = models.CharField(max_length=40, null=True, blank=True, editable=False)
+    status = models.CharField(
+        max_length=10, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT
+    )
+    billing_reason = models.CharField(
+        max_length=30, choices=BillingReason.choices, default=BillingReason.PAYMENT
+    )
+    currency = models.CharField(max_length=3)
+    subtotal = models.DecimalField(max_digits=19, decimal_places=4)
+    total = models.DecimalField(max_digits=19, decimal_places=4)
+    amount_paid = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    amount_credited = models.DecimalField(max_digits=19, decimal_places=4, default=Decimal(0))
+    # The payment that paid it, or the latest attempt to (renewals retry with new ones).
+    payment = models.ForeignKey(
+        "payments.Payment", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    # The subscription it bills (an id: billing does not depend on subscriptions).
+    subscription_id = models.CharField(max_length=40, blank=True, db_index=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    description = models.CharField(max_length=1000, blank=True)
+    customer_details = models.JSONField(default=dict, blank=True)
+    merchant_details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "livemode", "number"],
+                condition=Q(number__isnull=False),
+                name="invoice_number_unique",
+            ),
+            # One renewal invoice per subscription period, however often the renewal
+            # job runs: the database's answer to "never charged twice for one period".
+            models.UniqueConstraint(
+                fields=["subscription_id", "period_start"],
+                condition=Q(billing_reason="subscription_cycle"),
+                name="invoice_one_per_subscription_period",
+            ),
+            models.UniqueConstraint(
+                fields=["subscription_id"],
+                condition=Q(billing_reason="subscription_create"),
+                name="invoice_one_first_per_subscription",
+            ),
+            models.CheckConstraint(
+                condition=Q(number__isnull=True) | ~Q(status="draft"),
+                name="invoice_draft_has_no_number",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_paid__gte=0) & Q(amount_paid__lte=models.F("total")),
+                name="invoice_paid_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_credited__gte=0)
+                & Q(amount_credited__lte=models.F("amount_paid")),
+                name="invoice_credited_within_paid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "livemode", "-id"], name="invoice_merchant_id"),
+            models.Index(
+                fields=["merchant", "livemode", "status", "-id"], name="invoice_merchant_status"
+            ),
+            models.Index(fields=["customer", "-id"], name="invoice_customer_id"),
+            models.Index(fields=["payment"], name="invoice_payment"),
+        ]
+
+    def __str__(self):
+        return self.number or self.id
+
+    @property
+    def amount_due(self) -> Decimal:
+        return Decimal(0) if self.status in ("paid", "void") else self.total - self.amount_paid
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(max_length=500)
+    quantity = models.PositiveIntegerField(default=1)
+    unit_amount = models.DecimalField(max_digits=19, decimal_places=4)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    plan_id = models.CharField(max_length=40, blank=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.description
+
+
+class CreditNote(models.Model):
+    """A refund of (part of) a paid invoice, numbered after it: `INV-2026-000042-CN1`."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=PrefixedId("cn"), editable=False)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=50)
+    # One note per refund, however often the refund's outcome is announced.
+    refund_id = models.CharField(max_length=40, unique=True)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "number"], name="credit_note_number_unique"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credit_note_amount_positive"),
+        ]
+
+    def __str__(self):
+        return self.number

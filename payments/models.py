@@ -169,6 +169,14 @@ class Payment(models.Model):
     reference = models.CharField(max_length=255, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     return_url = models.URLField(max_length=2000, blank=True)
+    # What was bought: [{"description", "quantity", "unit_amount", "amount"}], summing to
+    # `amount`. Invoices and fiscal receipts list these; empty means one line for it all.
+    line_items = models.JSONField(default=list, blank=True)
+    # Ask the provider to keep the buyer's payment method for later charges (renewals).
+    save_payment_method = models.BooleanField(default=False)
+    # Charged without the buyer, on a saved method (`provider_payment_method_id`): no
+    # checkout page, the provider answers the charge directly.
+    off_session = models.BooleanField(default=False)
 
     failure_code = models.CharField(max_length=100, blank=True)
     failure_message = models.CharField(max_length=1000, blank=True)
@@ -306,6 +314,8 @@ class SandboxPaymentMethod(models.Model):
     card_last4 = models.CharField(max_length=4)
     # Test card 4000 0000 0000 0341: the first payment works, later off-session ones fail.
     declines_off_session = models.BooleanField(default=False)
+    # Saved for off-session charges: paid with on a checkout that asked to keep it.
+    reusable = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

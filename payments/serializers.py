@@ -99,6 +99,12 @@ class CustomerReferenceFieldSchema(OpenApiSerializerFieldExtension):
         }
 
 
+class LineItemInputSerializer(InputSerializer):
+    description = serializers.CharField(max_length=500)
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)
+    unit_amount = RawAmountField()
+
+
 class PaymentCreateInputSerializer(InputSerializer):
     amount = RawAmountField()
     currency = serializers.CharField(max_length=3)
@@ -112,6 +118,7 @@ class PaymentCreateInputSerializer(InputSerializer):
     metadata = MetadataField()
     return_url = serializers.URLField(required=False, allow_blank=True, max_length=2000, default="")
     capture = serializers.BooleanField(required=False, default=True)
+    line_items = LineItemInputSerializer(many=True, required=False, max_length=100)
 
     def validate(self, attrs):
         # Amount rules depend on the currency, so both are checked together here.
@@ -148,8 +155,8 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "object", "status", "amount", "currency", "amount_captured", "amount_refunded",
             "capture", "provider", "provider_payment_id", "checkout_url", "customer",
-            "payment_method", "order_id", "reference", "description", "metadata", "return_url",
-            "failure_code", "failure_message", "livemode", "created_at", "updated_at",
+            "payment_method", "order_id", "reference", "description", "line_items", "metadata",
+            "return_url", "failure_code", "failure_message", "livemode", "created_at", "updated_at",
             "completed_at",
         ]  # fmt: skip
         read_only_fields = fields

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -41,6 +42,7 @@ from payments.providers.base import (
     ProviderTransientError,
     Receipt,
     ReceiptItem,
+    SavedMethodCharge,
 )
 
 logger = logging.getLogger(__name__)
@@ -289,6 +291,14 @@ def outcome_announce(obj: Payment | Refund, event_type: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SavedMethod:
+    """A payment method the provider keeps for us (from an earlier checkout)."""
+
+    payment_method_id: str
+    provider_customer_id: str = ""
+
+
 @transaction.atomic
 def payment_create(
     *,
@@ -305,13 +315,20 @@ def payment_create(
     capture: bool = True,
     livemode: bool = False,
     actor: str = "",
+    line_items: list[dict] | None = None,
+    save_payment_method: bool = False,
+    saved_method: SavedMethod | None = None,
 ) -> Payment:
     """
     Record a new pending payment and, once committed, ask its provider for a checkout in a
     Celery task. Returns at once: provider latency never reaches the caller.
+
+    With `saved_method` the payment is charged off-session instead (renewals): the task
+    charges that method directly and there is no checkout page.
     """
     currency = money.currency_normalize(currency)
     amount = money.amount_coerce(amount, currency)
+    line_items = line_items_normalize(line_items or [], amount, currency)
     provider = provider or merchant.default_provider
     if provider not in providers.ALL_PROVIDERS:
         raise ValidationFailed(f"Unknown provider: '{provider}'.", param="provider")
@@ -341,6 +358,10 @@ def payment_create(
         raise ValidationFailed("Paying with credits needs a customer.", param="customer")
     if provider == providers.CREDITS and not capture:
         raise ValidationFailed("Credits are taken at once; capture must be true.", param="capture")
+    if saved_method is not None and (provider == providers.CREDITS or not capture):
+        raise ValidationFailed(
+            "Off-session charges are card payments captured at once.", param="provider"
+        )
     if customer is not None and customer.merchant_id != merchant.pk:
         raise ValidationFailed("No such customer.", param="customer")
     if order_id and _order_is_held(merchant, order_id):
@@ -360,6 +381,11 @@ def payment_create(
                 description=description,
                 metadata=metadata or {},
                 return_url=return_url,
+                line_items=line_items,
+                save_payment_method=save_payment_method and saved_method is None,
+                off_session=saved_method is not None,
+                provider_payment_method_id=saved_method.payment_method_id if saved_method else "",
+                provider_customer_id=saved_method.provider_customer_id if saved_method else "",
             )
     except IntegrityError:
         if order_id and _order_is_held(merchant, order_id):
@@ -383,6 +409,43 @@ def payment_create(
     return payment
 
 
+LINE_ITEMS_MAX = 100
+
+
+def line_items_normalize(items: list[dict], amount: Decimal, currency: str) -> list[dict]:
+    """
+    Check that the lines (`description`, `quantity`, `unit_amount`) add up to the amount,
+    and return them in stored form, each with its line `amount`.
+    """
+    if len(items) > LINE_ITEMS_MAX:
+        raise ValidationFailed(f"At most {LINE_ITEMS_MAX} line items.", param="line_items")
+    lines, total = [], Decimal(0)
+    for index, item in enumerate(items):
+        unit = money.amount_coerce(item["unit_amount"], currency)
+        quantity = int(item.get("quantity", 1))
+        if quantity < 1:
+            raise ValidationFailed(
+                "Quantity must be at least 1.", param=f"line_items.{index}.quantity"
+            )
+        line_amount = unit * quantity
+        total += line_amount
+        lines.append(
+            {
+                "description": item["description"],
+                "quantity": quantity,
+                "unit_amount": money.amount_format(unit, currency),
+                "amount": money.amount_format(line_amount, currency),
+            }
+        )
+    if lines and total != amount:
+        raise ValidationFailed(
+            f"The line items add up to {money.amount_format(total, currency)}, "
+            f"not the amount {money.amount_format(amount, currency)}.",
+            param="line_items",
+        )
+    return lines
+
+
 def _order_is_held(merchant: Merchant, order_id: str) -> bool:
     return Payment.objects.filter(
         merchant=merchant, order_id=order_id, status__in=ORDER_HOLDING_STATUSES
@@ -398,10 +461,11 @@ def _order_conflict(order_id: str) -> Conflict:
 
 
 def _checkout_dispatch_on_commit(payment: Payment) -> None:
-    from payments.tasks import payment_checkout_dispatch
+    from payments.tasks import payment_charge_dispatch, payment_checkout_dispatch
     from payments_project.celery import enqueue_on_commit
 
-    enqueue_on_commit(payment_checkout_dispatch, payment.pk)
+    task = payment_charge_dispatch if payment.off_session else payment_checkout_dispatch
+    enqueue_on_commit(task, payment.pk)
 
 
 def pay_link_url(payment: Payment) -> str:
@@ -416,7 +480,12 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
     Raises ProviderTransientError when worth retrying later.
     """
     payment = Payment.objects.select_related("customer", "merchant").filter(pk=payment_id).first()
-    if payment is None or payment.status != PaymentStatus.PENDING or payment.provider_checkout_url:
+    if (
+        payment is None
+        or payment.status != PaymentStatus.PENDING
+        or payment.provider_checkout_url
+        or payment.off_session
+    ):
         return payment
     Payment.objects.filter(pk=payment.pk).update(
         dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
@@ -430,6 +499,7 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
         return_url=pay_link_url(payment) + "?returned=1",
         description=payment.description,
         customer_email=payment.customer.email if payment.customer else "",
+        save_payment_method=payment.save_payment_method,
         metadata={"payment_id": payment.pk},
         receipt=_receipt_for(payment),
     )
@@ -479,6 +549,49 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
     return payment
 
 
+def payment_charge_start(*, payment_id: str) -> Payment | None:
+    """
+    Charge an off-session payment's saved method and settle the payment with the answer.
+    Idempotent: only a pending payment is charged, always with the same idempotency key,
+    so a retried task or a second sweep gets the provider's first answer back instead of
+    a second charge. Raises ProviderTransientError when worth retrying later.
+    """
+    payment = Payment.objects.filter(pk=payment_id).first()
+    if payment is None or payment.status != PaymentStatus.PENDING or not payment.off_session:
+        return payment
+    Payment.objects.filter(pk=payment.pk).update(
+        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
+    )
+    charge = SavedMethodCharge(
+        payment_id=payment.pk,
+        amount=payment.amount,
+        currency=payment.currency,
+        payment_method_id=payment.provider_payment_method_id,
+        provider_customer_id=payment.provider_customer_id,
+        description=payment.description,
+    )
+    try:
+        remote = providers.get_provider(payment.provider).charge_saved_method(
+            charge, idempotency_key=f"charge-{payment.pk}"
+        )
+    except ProviderTransientError:
+        raise
+    except ProviderError as exc:
+        return payment_fail(
+            payment_id=payment.pk,
+            code=exc.code,
+            message=exc.message,
+            source=PaymentEvent.Source.TASK,
+            actor="payment_charge_dispatch",
+        )
+    return payment_sync_from_provider(
+        provider=payment.provider,
+        remote=remote,
+        source=PaymentEvent.Source.TASK,
+        actor="payment_charge_dispatch",
+    )
+
+
 def _close_orphan_checkout(payment: Payment, result) -> None:
     logger.warning(
         "Payment %s moved on while checkout %s was made; closing it", payment.pk, result.checkout_id
@@ -494,21 +607,31 @@ def _close_orphan_checkout(payment: Payment, result) -> None:
 
 
 def _receipt_for(payment: Payment) -> Receipt | None:
-    """One line for the whole payment, as the merchant configured its receipts."""
+    """The payment's line items (or one line for it all), as the merchant set receipts up."""
     merchant = payment.merchant
     if not merchant.receipts_enabled:
         return None
-    item = ReceiptItem(
-        description=(payment.description or f"Payment {payment.pk}")[:128],
-        quantity=Decimal(1),
-        amount=payment.amount,
-        vat_code=merchant.receipt_vat_code,
-        payment_subject=merchant.receipt_payment_subject,
-        payment_mode=merchant.receipt_payment_mode,
+    lines = payment.line_items or [
+        {
+            "description": payment.description or f"Payment {payment.pk}",
+            "quantity": 1,
+            "unit_amount": str(payment.amount),
+        }
+    ]
+    items = tuple(
+        ReceiptItem(
+            description=line["description"][:128],
+            quantity=Decimal(line["quantity"]),
+            amount=Decimal(line["unit_amount"]),
+            vat_code=merchant.receipt_vat_code,
+            payment_subject=merchant.receipt_payment_subject,
+            payment_mode=merchant.receipt_payment_mode,
+        )
+        for line in lines
     )
     email = payment.customer.email if payment.customer else ""
     return Receipt(
-        items=(item,), customer_email=email, tax_system_code=merchant.receipt_tax_system_code
+        items=items, customer_email=email, tax_system_code=merchant.receipt_tax_system_code
     )
 
 

@@ -48,6 +48,13 @@ def payment_checkout_dispatch(self, payment_id: str) -> None:
     )
 
 
+@shared_task(bind=True, acks_late=True, max_retries=len(RETRY_BACKOFF))
+def payment_charge_dispatch(self, payment_id: str) -> None:
+    _call_provider_or_retry(
+        self, lambda pk: services.payment_charge_start(payment_id=pk), payment_id
+    )
+
+
 @shared_task(bind=True, acks_late=True, max_retries=12)
 def sandbox_event_send(self, event_id: str) -> None:
     if not gateway.event_send(event_id) and not self.request.is_eager:
@@ -56,10 +63,16 @@ def sandbox_event_send(self, event_id: str) -> None:
 
 @shared_task(acks_late=True)
 def payments_sweep_awaiting_checkout() -> dict:
-    """Re-dispatch pending payments whose checkout task was lost; fail the hopeless ones."""
+    """
+    Re-dispatch pending payments whose provider call was lost (a checkout to open, or an
+    off-session charge to make); fail the hopeless ones. An off-session charge the
+    provider has answered (it has the provider's id) waits for the provider instead.
+    """
     now = timezone.now()
     deadline = now - timedelta(minutes=settings.PAYMENT_CHECKOUT_DEADLINE_MINUTES)
-    waiting = Payment.objects.filter(status=PaymentStatus.PENDING, provider_checkout_url="")
+    waiting = Payment.objects.filter(
+        status=PaymentStatus.PENDING, provider_checkout_url="", provider_payment_id=""
+    )
     expired = 0
     for payment_id in waiting.filter(created_at__lt=deadline).values_list("pk", flat=True)[:500]:
         services.payment_fail(
@@ -72,12 +85,13 @@ def payments_sweep_awaiting_checkout() -> dict:
         expired += 1
     stale = now - timedelta(minutes=2)
     redispatched = 0
-    for payment_id in (
+    for payment_id, off_session in (
         waiting.filter(created_at__gte=deadline, created_at__lt=stale)
         .exclude(last_dispatched_at__gte=stale)
-        .values_list("pk", flat=True)[:500]
+        .values_list("pk", "off_session")[:500]
     ):
-        payment_checkout_dispatch.delay(payment_id)
+        task = payment_charge_dispatch if off_session else payment_checkout_dispatch
+        task.delay(payment_id)
         redispatched += 1
     return {"redispatched": redispatched, "failed": expired}
 

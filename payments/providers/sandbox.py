@@ -11,6 +11,7 @@ from payments.providers.base import (
     ProviderEvent,
     ProviderPayment,
     ProviderRefund,
+    SavedMethodCharge,
     WebhookVerificationError,
 )
 from payments.sandbox import gateway
@@ -85,6 +86,21 @@ class SandboxProvider:
             )
         # The API answers pending; the webhook carries the outcome.
         return _to_provider_refund({**gateway.refund_object(refund), "status": "pending"})
+
+    def charge_saved_method(
+        self, charge: SavedMethodCharge, *, idempotency_key: str
+    ) -> ProviderPayment:
+        """Charge a card saved on an earlier checkout; a decline comes back as failed."""
+        with _mapped_errors():
+            payment = gateway.charge_saved_method(
+                idempotency_key=idempotency_key,
+                reference=charge.payment_id,
+                amount=charge.amount,
+                currency=charge.currency,
+                payment_method_id=charge.payment_method_id,
+                description=charge.description,
+            )
+        return _to_provider_payment(gateway.payment_object(payment))
 
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
         try:

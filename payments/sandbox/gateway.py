@@ -126,6 +126,49 @@ def payment_open(
     return payment
 
 
+def charge_saved_method(
+    *,
+    idempotency_key: str,
+    reference: str,
+    amount: Decimal,
+    currency: str,
+    payment_method_id: str,
+    description: str = "",
+) -> SandboxPayment:
+    """
+    Charge a saved card with nobody present, and answer at once: succeeded, or failed with
+    a decline code (card 0341 declines every off-session charge). Only a method saved on a
+    checkout that asked to keep it can be charged. The same key returns the same charge.
+    """
+    method = SandboxPaymentMethod.objects.filter(pk=payment_method_id).first()
+    if method is None or not method.reusable:
+        raise SandboxError(
+            f"No saved payment method '{payment_method_id}' can be charged off-session.",
+            "payment_method_unusable",
+        )
+    with transaction.atomic():
+        payment, created = SandboxPayment.objects.get_or_create(
+            idempotency_key=idempotency_key,
+            defaults={
+                "reference": reference,
+                "amount": amount,
+                "currency": currency,
+                "payment_method": method,
+                "off_session": True,
+                "description": description,
+            },
+        )
+        if (payment.reference, payment.amount, payment.currency) != (reference, amount, currency):
+            raise SandboxError("Idempotency key reused with other parameters.", "idempotency_error")
+        if not created:
+            return payment  # a retry: the first answer stands
+        if method.declines_off_session:
+            _decline(payment, "card_declined")
+        else:
+            _authorize(payment)
+    return payment
+
+
 def payment_get(sandbox_payment_id: str) -> SandboxPayment:
     payment = (
         SandboxPayment.objects.select_related("payment_method")
@@ -261,6 +304,9 @@ def checkout_confirm(sandbox_payment_id: str, approve: bool) -> SandboxPayment:
 
 
 def _authorize(payment: SandboxPayment) -> None:
+    if payment.save_payment_method and not payment.payment_method.reusable:
+        payment.payment_method.reusable = True
+        payment.payment_method.save(update_fields=["reusable"])
     if payment.manual_capture:
         payment.status = Status.REQUIRES_CAPTURE
         event = "payment.requires_capture"
