@@ -52,6 +52,8 @@ class ErrorCode(StrEnum):
     PAYMENT_INVALID_STATE = ("payment_invalid_state", 409, ErrorType.INVALID_REQUEST)
     ORDER_ALREADY_PAID = ("order_payment_exists", 409, ErrorType.INVALID_REQUEST)
     INSUFFICIENT_BALANCE = ("insufficient_balance", 409, ErrorType.INVALID_REQUEST)
+    SUBSCRIPTION_INVALID_STATE = ("subscription_invalid_state", 409, ErrorType.INVALID_REQUEST)
+    SUBSCRIPTION_EXISTS = ("subscription_exists", 409, ErrorType.INVALID_REQUEST)
     REFUND_EXCEEDS_REFUNDABLE = ("refund_exceeds_refundable", 400, ErrorType.INVALID_REQUEST)
     IDEMPOTENCY_KEY_IN_USE = ("idempotency_key_in_use", 409, ErrorType.IDEMPOTENCY)
     # 422
