@@ -12,6 +12,15 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 
+# WeasyPrint (invoice PDFs) loads Pango, HarfBuzz and fontconfig from the system, and the
+# invoice template prints in DejaVu Sans (Cyrillic included). The same list as
+# scripts/ensure_pdf_libs.sh.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 \
+        libjpeg62-turbo libopenjp2-7 libffi8 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

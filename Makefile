@@ -9,7 +9,7 @@ PORT ?= 8000
 # Settings for commands make runs outside pytest (pytest takes its own from pytest.ini).
 CHECK_ENV := DJANGO_ENV_FILE= DEBUG=false SECRET_KEY=makemigrations-check-only
 
-.PHONY: run test install install-dev services lint format migrate seed clean
+.PHONY: run test install install-dev services pdf-libs lint format migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,17 @@ migrate: $(VENV)/.installed .env
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
-run: seed
+run: pdf-libs seed
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 services:
 	@bash scripts/ensure_services.sh
 	@bash scripts/ensure_browser.sh
+	@bash scripts/ensure_pdf_libs.sh
+
+# Invoice PDFs: WeasyPrint loads Pango, HarfBuzz and fontconfig from the system, not pip.
+pdf-libs:
+	@bash scripts/ensure_pdf_libs.sh
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

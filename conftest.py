@@ -10,8 +10,9 @@ from rest_framework.test import APIClient
 
 from payments.tests.factories import APIKeyFactory, MerchantFactory
 
-# Real-browser fixtures (`browser_page`), available to every test module.
-pytest_plugins = ["payments.tests.browser"]
+# Real-browser fixtures (`browser_page`) and merchant webhook receivers (`receiver`),
+# available to every test module.
+pytest_plugins = ["payments.tests.browser", "webhooks.tests.receivers"]
 
 
 def _loopback_only(address) -> bool:

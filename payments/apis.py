@@ -5,18 +5,20 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payments import selectors, services
+from payments import customer_tokens, selectors, services
 from payments.filters import CustomerFilter, PaymentFilter, filters_apply
 from payments.idempotency import idempotent
 from payments.models import PaymentEvent
 from payments.pagination import IdCursorPagination, TimelineCursorPagination
-from payments.permissions import IsPublishableOrSecretKey
+from payments.permissions import IsPublishableOrSecretKey, IsSecretKeyOrCustomerReader
 from payments.serializers import (
     ConfigOutputSerializer,
     CreditCreateInputSerializer,
     CreditOutputSerializer,
     CustomerCreateInputSerializer,
     CustomerOutputSerializer,
+    CustomerSessionCreateInputSerializer,
+    CustomerSessionOutputSerializer,
     PaymentCancelInputSerializer,
     PaymentCaptureInputSerializer,
     PaymentCreateInputSerializer,
@@ -39,6 +41,10 @@ LIST_PARAMETERS = [
     OpenApiParameter("limit", int, description="1 to 100, default 20"),
     OpenApiParameter("cursor", str),
 ]
+# Said on every operation a customer session token may call, so the docs tell which.
+CUSTOMER_READABLE = (
+    "Also open to a customer session token, which sees only its own customer's data."
+)
 
 
 def paginated_response(
@@ -107,6 +113,44 @@ class CustomerDetailApi(APIView):
         return Response(CustomerOutputSerializer(customer, context=request.user.scope).data)
 
 
+class CustomerSessionCreateApi(APIView):
+    @extend_schema(
+        operation_id="customer_sessions_create",
+        description=(
+            "Mint a short-lived token (JWT) with which one customer, for instance in your "
+            "frontend, reads their own data. It is valid in the mode of the key that minted "
+            "it, only on operations that say so, and never creates, captures, cancels or "
+            "refunds payments."
+        ),
+        request=CustomerSessionCreateInputSerializer,
+        responses={201: CustomerSessionOutputSerializer},
+    )
+    def post(self, request):
+        serializer = CustomerSessionCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer = selectors.customer_get_for_merchant(
+            merchant=request.user.merchant,
+            customer_id=serializer.validated_data["customer"],
+            param="customer",
+        )
+        livemode = request.user.livemode
+        token, expires_at = customer_tokens.customer_token_mint(
+            customer=customer, livemode=livemode
+        )
+        session = {
+            "customer": customer,
+            "token": token,
+            "expires_at": expires_at,
+            "livemode": livemode,
+        }
+        response = Response(
+            CustomerSessionOutputSerializer(session).data, status=status.HTTP_201_CREATED
+        )
+        # A bearer credential: no cache between us and the merchant's server may keep it.
+        response["Cache-Control"] = "no-store"
+        return response
+
+
 class ConfigApi(APIView):
     permission_classes = [IsPublishableOrSecretKey]
 
@@ -117,8 +161,11 @@ class ConfigApi(APIView):
 
 
 class PaymentListCreateApi(APIView):
+    permission_classes = [IsSecretKeyOrCustomerReader]
+
     @extend_schema(
         operation_id="payments_list",
+        description=CUSTOMER_READABLE,
         parameters=[
             OpenApiParameter("status", str, many=True),
             OpenApiParameter("provider", str),
@@ -130,7 +177,7 @@ class PaymentListCreateApi(APIView):
         responses=PaymentOutputSerializer(many=True),
     )
     def get(self, request):
-        payments = selectors.payment_list(**request.user.scope)
+        payments = selectors.payment_list(**request.user.reader_scope)
         return paginated_response(
             request, self, payments, PaymentOutputSerializer, filterset=PaymentFilter
         )
@@ -154,25 +201,39 @@ class PaymentListCreateApi(APIView):
         payment = services.payment_create(
             merchant=merchant,
             livemode=request.user.livemode,
-            actor=request.user.api_key.pk,
+            actor=request.user.actor,
             **data,
         )
         return Response(PaymentOutputSerializer(payment).data, status=status.HTTP_201_CREATED)
 
 
 class PaymentDetailApi(APIView):
-    @extend_schema(operation_id="payments_retrieve", responses=PaymentOutputSerializer)
+    permission_classes = [IsSecretKeyOrCustomerReader]
+
+    @extend_schema(
+        operation_id="payments_retrieve",
+        description=CUSTOMER_READABLE,
+        responses=PaymentOutputSerializer,
+    )
     def get(self, request, payment_id: str):
-        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
+        payment = selectors.payment_get_for_merchant(
+            **request.user.reader_scope, payment_id=payment_id
+        )
         return Response(PaymentOutputSerializer(payment).data)
 
 
 class PaymentEventsApi(APIView):
+    permission_classes = [IsSecretKeyOrCustomerReader]
+
     @extend_schema(
-        operation_id="payments_events_list", responses=PaymentEventOutputSerializer(many=True)
+        operation_id="payments_events_list",
+        description=CUSTOMER_READABLE,
+        responses=PaymentEventOutputSerializer(many=True),
     )
     def get(self, request, payment_id: str):
-        payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
+        payment = selectors.payment_get_for_merchant(
+            **request.user.reader_scope, payment_id=payment_id
+        )
         return paginated_response(
             request,
             self,
@@ -194,7 +255,7 @@ class PaymentCancelApi(APIView):
         PaymentCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
         payment = selectors.payment_get_for_merchant(**request.user.scope, payment_id=payment_id)
         payment = services.payment_cancel(
-            payment=payment, source=PaymentEvent.Source.API, actor=request.user.api_key.pk
+            payment=payment, source=PaymentEvent.Source.API, actor=request.user.actor
         )
         return Response(PaymentOutputSerializer(payment).data)
 
@@ -215,7 +276,7 @@ class PaymentCaptureApi(APIView):
             payment=payment,
             amount=serializer.validated_data.get("amount"),
             source=PaymentEvent.Source.API,
-            actor=request.user.api_key.pk,
+            actor=request.user.actor,
         )
         return Response(PaymentOutputSerializer(payment).data)
 
@@ -245,7 +306,7 @@ class PaymentRefundListCreateApi(APIView):
             amount=serializer.validated_data.get("amount"),
             reason=serializer.validated_data["reason"],
             source=PaymentEvent.Source.API,
-            actor=request.user.api_key.pk,
+            actor=request.user.actor,
         )
         return Response(RefundOutputSerializer(refund).data, status=status.HTTP_201_CREATED)
 
@@ -300,7 +361,7 @@ class CustomerCreditListCreateApi(APIView):
             currency=data["currency"],
             description=data["description"],
             source=PaymentEvent.Source.API,
-            actor=request.user.api_key.pk,
+            actor=request.user.actor,
             livemode=request.user.livemode,
         )
         return Response(CreditOutputSerializer(credit).data, status=status.HTTP_201_CREATED)

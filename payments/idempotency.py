@@ -47,7 +47,7 @@ def idempotent(view_method):
                 param=HEADER,
             )
         merchant = request.user.merchant
-        livemode = request.user.api_key.livemode
+        livemode = request.user.livemode
         fingerprint = request_fingerprint(request)
         with _exclusive(f"{merchant.pk}:{livemode}", key):
             stored = IdempotencyKey.objects.filter(
@@ -86,7 +86,14 @@ def idempotent(view_method):
 def request_fingerprint(request) -> str:
     """Method, path and the body's meaning (key order and spacing do not count)."""
     canonical = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
+    head = f"{request.method} {request.path}"
+    customer = getattr(request.user, "customer", None)
+    if customer is not None:
+        # Keys are per merchant, and a replay runs before the view checks access: without
+        # this, one customer repeating another's key, path and body would be handed the
+        # other's stored response. With it, that is a 422 like any other key reuse.
+        head = f"{head} customer:{customer.pk}"
+    return hashlib.sha256(f"{head}\n{canonical}".encode()).hexdigest()
 
 
 def _render(response) -> bytes:

@@ -37,7 +37,7 @@ def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
     return Customer.objects.filter(merchant=merchant).prefetch_related("balances")
 
 
-def _get_owned(model, resource: str, merchant: Merchant, object_id: str):
+def _get_owned(model, resource: str, merchant: Merchant, object_id: str, param: str | None = None):
     # Another merchant's object is indistinguishable from one that does not exist.
     # PostgreSQL text cannot hold NUL; such an id names nothing.
     obj = (
@@ -46,12 +46,24 @@ def _get_owned(model, resource: str, merchant: Merchant, object_id: str):
         else model.objects.filter(merchant=merchant, pk=object_id).first()
     )
     if obj is None:
-        raise NotFound(resource, object_id)
+        raise NotFound(resource, object_id, param=param)
     return obj
 
 
-def customer_get_for_merchant(*, merchant: Merchant, customer_id: str) -> Customer:
-    return _get_owned(Customer, "customer", merchant, customer_id)
+def customer_get_for_merchant(
+    *, merchant: Merchant, customer_id: str, param: str | None = None
+) -> Customer:
+    """`param` names the request field the id came from, when it came from the body."""
+    return _get_owned(Customer, "customer", merchant, customer_id, param)
+
+
+def customer_get_for_session(*, customer_id: str, merchant_id: str) -> Customer | None:
+    """The customer a session token names, if it still exists and its merchant owns it."""
+    return (
+        Customer.objects.select_related("merchant")
+        .filter(pk=customer_id, merchant_id=merchant_id)
+        .first()
+    )
 
 
 def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
@@ -65,14 +77,26 @@ def client_config_get(*, merchant: Merchant, livemode: bool) -> dict:
     }
 
 
-def payment_list(*, merchant: Merchant, livemode: bool) -> QuerySet[Payment]:
+def payment_list(
+    *, merchant: Merchant, livemode: bool, customer: Customer | None = None
+) -> QuerySet[Payment]:
+    """Newest first. With `customer` (a customer session), only that customer's payments."""
     # Test and live keys see separate worlds, as with Stripe.
-    return Payment.objects.filter(merchant=merchant, livemode=livemode)
+    payments = Payment.objects.filter(merchant=merchant, livemode=livemode)
+    if customer is not None:
+        # Query-string filters applied later can only narrow this further, never widen it.
+        payments = payments.filter(customer=customer)
+    return payments
 
 
-def payment_get_for_merchant(*, merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
+def payment_get_for_merchant(
+    *, merchant: Merchant, livemode: bool, payment_id: str, customer: Customer | None = None
+) -> Payment:
+    """With `customer`, another customer's payment is missing, as another merchant's is."""
     payment = _get_owned(Payment, "payment", merchant, payment_id)
     if payment.livemode != livemode:
+        raise NotFound("payment", payment_id)
+    if customer is not None and payment.customer_id != customer.pk:
         raise NotFound("payment", payment_id)
     return payment
 

@@ -230,3 +230,17 @@ class CreditOutputSerializer(serializers.Serializer):
         from payments.services import credit_object
 
         return credit_object(credit)
+
+
+class CustomerSessionCreateInputSerializer(InputSerializer):
+    customer = serializers.CharField(max_length=255, help_text="The customer id (cus_…).")
+
+
+class CustomerSessionOutputSerializer(serializers.Serializer):
+    """A token that lets one customer read their own payments, until `expires_at`."""
+
+    object = ObjectTypeField("customer_session")
+    customer = serializers.CharField(source="customer.id")
+    token = serializers.CharField(help_text="Send as `Authorization: Bearer <token>`.")
+    expires_at = serializers.DateTimeField()
+    livemode = serializers.BooleanField()

@@ -291,6 +291,27 @@ def outcome_announce(obj: Payment | Refund, event_type: str) -> None:
     )
 
 
+def provider_check(provider: str, livemode: bool) -> None:
+    """Refuse a provider this deployment does not have on, or not for this mode."""
+    if provider not in providers.ALL_PROVIDERS:
+        raise ValidationFailed(f"Unknown provider: '{provider}'.", param="provider")
+    if not providers.provider_enabled(provider):
+        raise ValidationFailed(
+            f"The {provider} provider is not enabled on this deployment.",
+            code=ErrorCode.PROVIDER_NOT_ENABLED,
+            param="provider",
+        )
+    if not providers.provider_serves_mode(provider, livemode):
+        # A live key must never get a sandbox "payment" that a test card can pay, and a
+        # test key must never move real money.
+        mode = "live" if livemode else "test"
+        raise ValidationFailed(
+            f"The {provider} provider does not take {mode}-mode payments on this deployment.",
+            code=ErrorCode.PROVIDER_NOT_ENABLED,
+            param="provider",
+        )
+
+
 @dataclass(frozen=True)
 class SavedMethod:
     """A payment method the provider keeps for us (from an earlier checkout)."""
@@ -330,23 +351,7 @@ def payment_create(
     amount = money.amount_coerce(amount, currency)
     line_items = line_items_normalize(line_items or [], amount, currency)
     provider = provider or merchant.default_provider
-    if provider not in providers.ALL_PROVIDERS:
-        raise ValidationFailed(f"Unknown provider: '{provider}'.", param="provider")
-    if not providers.provider_enabled(provider):
-        raise ValidationFailed(
-            f"The {provider} provider is not enabled on this deployment.",
-            code=ErrorCode.PROVIDER_NOT_ENABLED,
-            param="provider",
-        )
-    if not providers.provider_serves_mode(provider, livemode):
-        # A live key must never get a sandbox "payment" that a test card can pay, and a
-        # test key must never move real money.
-        mode = "live" if livemode else "test"
-        raise ValidationFailed(
-            f"The {provider} provider does not take {mode}-mode payments on this deployment.",
-            code=ErrorCode.PROVIDER_NOT_ENABLED,
-            param="provider",
-        )
+    provider_check(provider, livemode)
     receipt_needed = provider == providers.YOOKASSA and merchant.receipts_enabled
     if receipt_needed and (customer is None or not customer.email):
         # A fiscal receipt needs the buyer's contact; YooKassa would refuse it later.

@@ -11,6 +11,9 @@ urlpatterns = [
         apis.CustomerCreditListCreateApi.as_view(),
         name="customer-credits",
     ),
+    path(
+        "customer_sessions", apis.CustomerSessionCreateApi.as_view(), name="customer-session-create"
+    ),
     path("payments", apis.PaymentListCreateApi.as_view(), name="payment-list"),
     path("payments/<str:payment_id>", apis.PaymentDetailApi.as_view(), name="payment-detail"),
     path(

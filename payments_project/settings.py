@@ -266,6 +266,11 @@ LOGGING = {
 SANDBOX_WEBHOOK_SECRET = env.str("SANDBOX_WEBHOOK_SECRET", default="")
 SANDBOX_WEBHOOK_URL = env.str("SANDBOX_WEBHOOK_URL", default="")  # default: PUBLIC_BASE_URL
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# Customer session tokens (JWT) are not stored, so one cannot be revoked before it expires:
+# its lifetime is what bounds a leaked one. At least a minute (time to use it), at most a day.
+CUSTOMER_SESSION_TTL_SECONDS = env.int("CUSTOMER_SESSION_TTL_SECONDS", default=3600)
+if not 60 <= CUSTOMER_SESSION_TTL_SECONDS <= 86400:
+    raise ImproperlyConfigured("CUSTOMER_SESSION_TTL_SECONDS must be between 60 and 86400.")
 # A payment whose provider checkout could not be created within this window fails.
 PAYMENT_CHECKOUT_DEADLINE_MINUTES = env.int("PAYMENT_CHECKOUT_DEADLINE_MINUTES", default=60)
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
@@ -319,4 +324,28 @@ CELERY_BEAT_SCHEDULE["webhooks-deliver-due"] = {
     # Retries come due here, and so do attempts whose worker died mid-send.
     "task": "webhooks.tasks.deliveries_dispatch_due",
     "schedule": 10.0,
+}
+
+# --- Subscriptions ------------------------------------------------------------------------
+# Renewals charge the saved card this long before the period ends, so a paying customer
+# never has a gap while the provider answers.
+SUBSCRIPTION_RENEWAL_LEAD_MINUTES = env.int("SUBSCRIPTION_RENEWAL_LEAD_MINUTES", default=60)
+# Dunning: after a renewal fails, retry this many days after the first failure (one retry
+# per entry); when the last retry fails too, the subscription is canceled.
+SUBSCRIPTION_DUNNING_DAYS = env.list("SUBSCRIPTION_DUNNING_DAYS", cast=int, default=[1, 3, 5])
+if (
+    not SUBSCRIPTION_DUNNING_DAYS
+    or sorted(set(SUBSCRIPTION_DUNNING_DAYS)) != SUBSCRIPTION_DUNNING_DAYS
+    or SUBSCRIPTION_DUNNING_DAYS[0] < 1
+):
+    raise ImproperlyConfigured(
+        "SUBSCRIPTION_DUNNING_DAYS must be increasing whole days, at least 1: e.g. 1,3,5."
+    )
+# A first payment not made within this many hours expires the subscription (its checkout
+# is closed, so it can no longer be paid).
+SUBSCRIPTION_INCOMPLETE_EXPIRY_HOURS = env.int("SUBSCRIPTION_INCOMPLETE_EXPIRY_HOURS", default=23)
+CELERY_BEAT_SCHEDULE["subscriptions-run-due"] = {
+    # Renewals, dunning retries, period-end cancellations and expiries come due here.
+    "task": "subscriptions.tasks.subscriptions_run_due",
+    "schedule": 60.0,
 }

@@ -11,6 +11,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.urls")),
     path("api/v1/", include("webhooks.api_urls")),
+    path("api/v1/", include("billing.api_urls")),
+    path("api/v1/", include("subscriptions.api_urls")),
     path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -3,12 +3,13 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from payments.demo import demo_seed
+from subscriptions.demo import demo_seed_all
 
 
 class Command(BaseCommand):
     help = (
-        "Create (or refresh) the demo merchant, its keys, customers and a staff login. Idempotent."
+        "Create (or refresh) the demo merchant, its keys, customers, plans and a staff login. "
+        "Idempotent."
     )
 
     def add_arguments(self, parser):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, as_json, **options):
-        demo = demo_seed()
+        demo = demo_seed_all()
         if as_json:
             self.stdout.write(
                 json.dumps(
