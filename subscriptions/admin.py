@@ -24,7 +24,7 @@ class PlanForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if self.instance.pk is None and "amount" in data and "currency" in data:
+        if self.instance._state.adding and "amount" in data and "currency" in data:
             try:
                 data["currency"] = money.currency_normalize(data["currency"])
                 data["amount"] = money.amount_coerce(data["amount"], data["currency"])

@@ -140,7 +140,7 @@ def test_two_renewal_jobs_at_once_charge_once(api, premium, clock):
     assert Invoice.objects.filter(subscription_id=subscription["id"]).count() == 2
     assert Payment.objects.filter(off_session=True).count() == 1
     assert SandboxPayment.objects.filter(off_session=True).count() == 1
-    assert _events(subscription["id"]).count("subscription.renewed") == 1
+    assert _events(subscription["id"]) == ["subscription.activated", "subscription.renewed"]
 
 
 def test_a_retried_charge_task_does_not_charge_again(api, premium, clock):
@@ -341,3 +341,28 @@ def test_money_for_a_subscription_that_ended_meanwhile_is_given_back(api, premiu
 
     refunds = api.get(f"/api/v1/payments/{payment_id}/refunds").json()["results"]
     assert len(refunds) == 1 and refunds[0]["amount"] == "599.00"
+
+
+def test_an_unpaid_link_after_a_trial_is_never_doubled_and_is_closed_at_the_end(
+    api, merchant, clock
+):
+    plan_create(merchant, "basic", "299.00", trial_days=7)
+    subscription = subscribe(api, "basic")
+    clock.move_to("2026-02-07 09:30:00+00:00")
+    run_due()
+    link = api.get(f"/api/v1/subscriptions/{subscription['id']}").json()["checkout_url"]
+
+    for day in (1, 3):
+        clock.move_to(datetime(2026, 2, 7, 9, 31, tzinfo=UTC) + timedelta(days=day))
+        run_due()
+        state = api.get(f"/api/v1/subscriptions/{subscription['id']}").json()
+        assert (state["status"], state["checkout_url"]) == ("past_due", link)
+    assert Payment.objects.count() == 1  # the same pay link all along
+
+    clock.move_to(datetime(2026, 2, 12, 9, 32, tzinfo=UTC))
+    run_due()
+
+    state = api.get(f"/api/v1/subscriptions/{subscription['id']}").json()
+    assert (state["status"], state["checkout_url"]) == ("canceled", None)
+    assert Payment.objects.get().status == "canceled"  # the link can no longer be paid
+    assert _invoices(api, subscription["id"])[0]["status"] == "void"
