@@ -3,8 +3,8 @@
 from django.db.models import QuerySet
 
 from billing.models import Invoice
-from payments.errors import NotFound
 from payments.models import Customer, Merchant
+from payments.selectors import object_get_or_404
 
 
 def invoice_list(
@@ -19,13 +19,5 @@ def invoice_list(
 def invoice_get_for_merchant(
     *, merchant: Merchant, livemode: bool, invoice_id: str, customer: Customer | None = None
 ) -> Invoice:
-    invoice = (
-        None
-        if "\x00" in invoice_id
-        else invoice_list(merchant=merchant, livemode=livemode, customer=customer)
-        .filter(pk=invoice_id)
-        .first()
-    )
-    if invoice is None:
-        raise NotFound("invoice", invoice_id)
-    return invoice
+    invoices = invoice_list(merchant=merchant, livemode=livemode, customer=customer)
+    return object_get_or_404(invoices, "invoice", invoice_id)

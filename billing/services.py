@@ -7,7 +7,6 @@ sequence row's lock, in the transaction that finalizes the invoice, so a finaliz
 that rolls back gives its number back and two concurrent ones queue for the lock.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -244,6 +243,14 @@ def _invoice_for_payment(payment: Payment) -> Invoice:
             )
             for line in voided.lines.all()
         ]
+    elif payment.amount_captured and payment.amount_captured < payment.amount:
+        # Captured in part: the invoice bills what was taken, not what was authorized.
+        lines = [
+            Line(
+                description=payment.description or f"Payment {payment.pk}",
+                unit_amount=payment.amount_captured,
+            )
+        ]
     elif payment.line_items:
         lines = [
             Line(
@@ -325,15 +332,7 @@ def credit_note_issue(*, refund: Refund) -> CreditNote | None:
 def invoice_announce(invoice: Invoice, event_type: str) -> None:
     from billing.serializers import InvoiceOutputSerializer
 
-    outcomes.announce(
-        outcomes.Outcome(
-            type=event_type,
-            merchant_id=invoice.merchant_id,
-            livemode=invoice.livemode,
-            object_id=invoice.pk,
-            data=json.loads(json.dumps(InvoiceOutputSerializer(invoice).data)),
-        )
-    )
+    outcomes.announce_object(invoice, event_type, InvoiceOutputSerializer)
 
 
 def invoice_on_outcome(outcome: outcomes.Outcome) -> None:

@@ -7,6 +7,7 @@ own rows in that same transaction (a transactional outbox), so an outcome is rec
 exactly when the change commits, never without it and never alone.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,3 +37,20 @@ def announce(outcome: Outcome) -> None:
         raise RuntimeError("Outcomes are announced inside the transaction of the change")
     for listener in _listeners:
         listener(outcome)
+
+
+def announce_object(obj, event_type: str, serializer_class) -> None:
+    """
+    Announce an outcome about `obj` (anything with `merchant_id`, `livemode` and `pk`),
+    with the object as `serializer_class` renders it for the API at this moment.
+    """
+    announce(
+        Outcome(
+            type=event_type,
+            merchant_id=obj.merchant_id,
+            livemode=obj.livemode,
+            object_id=obj.pk,
+            # Through JSON once, so listeners store plain values (times as strings).
+            data=json.loads(json.dumps(serializer_class(obj).data)),
+        )
+    )

@@ -38,13 +38,18 @@ def customer_list(*, merchant: Merchant) -> QuerySet[Customer]:
 
 
 def _get_owned(model, resource: str, merchant: Merchant, object_id: str, param: str | None = None):
-    # Another merchant's object is indistinguishable from one that does not exist.
+    queryset = model.objects.filter(merchant=merchant)
+    return object_get_or_404(queryset, resource, object_id, param=param)
+
+
+def object_get_or_404(queryset: QuerySet, resource: str, object_id: str, *, param=None):
+    """
+    The object of `queryset` (already narrowed to what the caller may see) with this id,
+    or NotFound: another merchant's or customer's object is indistinguishable from one
+    that does not exist.
+    """
     # PostgreSQL text cannot hold NUL; such an id names nothing.
-    obj = (
-        None
-        if "\x00" in object_id
-        else model.objects.filter(merchant=merchant, pk=object_id).first()
-    )
+    obj = None if "\x00" in object_id else queryset.filter(pk=object_id).first()
     if obj is None:
         raise NotFound(resource, object_id, param=param)
     return obj
@@ -93,12 +98,8 @@ def payment_get_for_merchant(
     *, merchant: Merchant, livemode: bool, payment_id: str, customer: Customer | None = None
 ) -> Payment:
     """With `customer`, another customer's payment is missing, as another merchant's is."""
-    payment = _get_owned(Payment, "payment", merchant, payment_id)
-    if payment.livemode != livemode:
-        raise NotFound("payment", payment_id)
-    if customer is not None and payment.customer_id != customer.pk:
-        raise NotFound("payment", payment_id)
-    return payment
+    payments = payment_list(merchant=merchant, livemode=livemode, customer=customer)
+    return object_get_or_404(payments, "payment", payment_id)
 
 
 def payment_events_list(*, payment: Payment) -> QuerySet[PaymentEvent]:

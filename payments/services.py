@@ -1,6 +1,5 @@
 """Write operations of the payments app. Views, admin, tasks and commands call these."""
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -280,15 +279,7 @@ def outcome_announce(obj: Payment | Refund, event_type: str) -> None:
     from payments.serializers import PaymentOutputSerializer, RefundOutputSerializer
 
     serializer = PaymentOutputSerializer if isinstance(obj, Payment) else RefundOutputSerializer
-    outcomes.announce(
-        outcomes.Outcome(
-            type=event_type,
-            merchant_id=obj.merchant_id,
-            livemode=obj.livemode,
-            object_id=obj.pk,
-            data=json.loads(json.dumps(serializer(obj).data)),
-        )
-    )
+    outcomes.announce_object(obj, event_type, serializer)
 
 
 def provider_check(provider: str, livemode: bool) -> None:
@@ -492,9 +483,6 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
         or payment.off_session
     ):
         return payment
-    Payment.objects.filter(pk=payment.pk).update(
-        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
-    )
     request = CheckoutRequest(
         payment_id=payment.pk,
         amount=payment.amount,
@@ -508,20 +496,15 @@ def payment_checkout_start(*, payment_id: str) -> Payment | None:
         metadata={"payment_id": payment.pk},
         receipt=_receipt_for(payment),
     )
-    try:
-        result = providers.get_provider(payment.provider).checkout_create(
+    result, failed = _provider_dispatch(
+        payment,
+        lambda provider: provider.checkout_create(
             request, idempotency_key=f"checkout-{payment.pk}"
-        )
-    except ProviderTransientError:
-        raise
-    except ProviderError as exc:
-        return payment_fail(
-            payment_id=payment.pk,
-            code=exc.code,
-            message=exc.message,
-            source=PaymentEvent.Source.TASK,
-            actor="payment_checkout_dispatch",
-        )
+        ),
+        actor="payment_checkout_dispatch",
+    )
+    if failed is not None:
+        return failed
     with transaction.atomic():
         payment = payment_lock(payment.pk)
         moved_on = payment.status != PaymentStatus.PENDING or bool(payment.provider_checkout_url)
@@ -564,9 +547,6 @@ def payment_charge_start(*, payment_id: str) -> Payment | None:
     payment = Payment.objects.filter(pk=payment_id).first()
     if payment is None or payment.status != PaymentStatus.PENDING or not payment.off_session:
         return payment
-    Payment.objects.filter(pk=payment.pk).update(
-        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
-    )
     charge = SavedMethodCharge(
         payment_id=payment.pk,
         amount=payment.amount,
@@ -575,26 +555,45 @@ def payment_charge_start(*, payment_id: str) -> Payment | None:
         provider_customer_id=payment.provider_customer_id,
         description=payment.description,
     )
-    try:
-        remote = providers.get_provider(payment.provider).charge_saved_method(
+    remote, failed = _provider_dispatch(
+        payment,
+        lambda provider: provider.charge_saved_method(
             charge, idempotency_key=f"charge-{payment.pk}"
-        )
-    except ProviderTransientError:
-        raise
-    except ProviderError as exc:
-        return payment_fail(
-            payment_id=payment.pk,
-            code=exc.code,
-            message=exc.message,
-            source=PaymentEvent.Source.TASK,
-            actor="payment_charge_dispatch",
-        )
+        ),
+        actor="payment_charge_dispatch",
+    )
+    if failed is not None:
+        return failed
     return payment_sync_from_provider(
         provider=payment.provider,
         remote=remote,
         source=PaymentEvent.Source.TASK,
         actor="payment_charge_dispatch",
     )
+
+
+def _provider_dispatch(payment: Payment, call, *, actor: str):
+    """
+    Count a dispatch attempt (the sweeps read it) and make the provider call. Returns
+    `(answer, None)`, or `(None, failed payment)` when the provider refused for good.
+    Transient errors propagate, for the task to retry.
+    """
+    Payment.objects.filter(pk=payment.pk).update(
+        dispatch_attempts=F("dispatch_attempts") + 1, last_dispatched_at=timezone.now()
+    )
+    try:
+        return call(providers.get_provider(payment.provider)), None
+    except ProviderTransientError:
+        raise
+    except ProviderError as exc:
+        failed = payment_fail(
+            payment_id=payment.pk,
+            code=exc.code,
+            message=exc.message,
+            source=PaymentEvent.Source.TASK,
+            actor=actor,
+        )
+        return None, failed
 
 
 def _close_orphan_checkout(payment: Payment, result) -> None:

@@ -2,8 +2,9 @@
 
 from django.db.models import QuerySet
 
-from payments.errors import NotFound, ValidationFailed
+from payments.errors import ValidationFailed
 from payments.models import Customer, Merchant
+from payments.selectors import object_get_or_404
 from subscriptions.models import Plan, Subscription
 
 
@@ -35,13 +36,5 @@ def subscription_list(
 def subscription_get_for_merchant(
     *, merchant: Merchant, livemode: bool, subscription_id: str, customer: Customer | None = None
 ) -> Subscription:
-    subscription = (
-        None
-        if "\x00" in subscription_id
-        else subscription_list(merchant=merchant, livemode=livemode, customer=customer)
-        .filter(pk=subscription_id)
-        .first()
-    )
-    if subscription is None:
-        raise NotFound("subscription", subscription_id)
-    return subscription
+    subscriptions = subscription_list(merchant=merchant, livemode=livemode, customer=customer)
+    return object_get_or_404(subscriptions, "subscription", subscription_id)

@@ -21,7 +21,6 @@ claims a subscription with SKIP LOCKED and clears `next_action_at` in the transa
 that creates the attempt; the charge itself carries the payment's idempotency key.
 """
 
-import json
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -205,8 +204,9 @@ def subscription_create(
 
 
 def _plan_line(plan: Plan, start: datetime, end: datetime) -> billing.Line:
+    # The period is on the line itself (invoices print it beside the description).
     return billing.Line(
-        description=f"{plan.name} ({start:%Y-%m-%d} – {end:%Y-%m-%d})",
+        description=f"{plan.name} subscription",
         unit_amount=plan.amount,
         plan_id=plan.pk,
         period_start=start,
@@ -226,6 +226,8 @@ def _attempt_payment(subscription: Subscription, invoice: Invoice, *, actor: str
         else None
     )
     line = invoice.lines.first()
+    # Payments and fiscal receipts have no period of their own: it goes in the text.
+    item = f"{line.description}, {line.period_start:%Y-%m-%d} – {line.period_end:%Y-%m-%d}"
     payment = payments.payment_create(
         merchant=subscription.merchant,
         livemode=subscription.livemode,
@@ -235,7 +237,7 @@ def _attempt_payment(subscription: Subscription, invoice: Invoice, *, actor: str
         customer=subscription.customer,
         description=invoice.description,
         metadata={"subscription": subscription.pk, "invoice": invoice.pk},
-        line_items=[{"description": line.description, "quantity": 1, "unit_amount": invoice.total}],
+        line_items=[{"description": item, "quantity": 1, "unit_amount": invoice.total}],
         return_url=subscription.return_url,
         save_payment_method=saved is None,
         saved_method=saved,
@@ -580,12 +582,4 @@ def _on_refund(refund: Refund) -> None:
 def subscription_announce(subscription: Subscription, event_type: str) -> None:
     from subscriptions.serializers import SubscriptionOutputSerializer
 
-    outcomes.announce(
-        outcomes.Outcome(
-            type=event_type,
-            merchant_id=subscription.merchant_id,
-            livemode=subscription.livemode,
-            object_id=subscription.pk,
-            data=json.loads(json.dumps(SubscriptionOutputSerializer(subscription).data)),
-        )
-    )
+    outcomes.announce_object(subscription, event_type, SubscriptionOutputSerializer)

@@ -177,3 +177,25 @@ def test_a_missing_pdf_is_a_json_404_even_when_asking_for_pdf(api):
 
     assert_error(response, 404, "resource_missing", "invalid_request_error")
     assert response["Content-Type"].startswith("application/json")
+
+
+def test_a_partial_capture_is_invoiced_for_what_was_taken(merchant):
+    payment = payment_services.payment_create(
+        merchant=merchant, amount="599.00", currency="RUB", provider="sandbox", capture=False
+    )
+    with transaction.atomic():
+        payment_services.payment_transition(
+            payment=payment_services.payment_lock(payment.pk),
+            to_status="requires_capture",
+            source="provider",
+        )
+    with transaction.atomic():
+        payment_services.payment_transition(
+            payment=payment_services.payment_lock(payment.pk),
+            to_status="succeeded",
+            source="api",
+            amount_captured=services.Decimal("500.00"),
+        )
+
+    invoice = Invoice.objects.get(payment=payment)
+    assert (invoice.total, invoice.amount_paid, invoice.amount_due) == (500, 500, 0)
