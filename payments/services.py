@@ -544,7 +544,7 @@ def payment_charge_start(*, payment_id: str) -> Payment | None:
     so a retried task or a second sweep gets the provider's first answer back instead of
     a second charge. Raises ProviderTransientError when worth retrying later.
     """
-    payment = Payment.objects.filter(pk=payment_id).first()
+    payment = Payment.objects.select_related("customer", "merchant").filter(pk=payment_id).first()
     if payment is None or payment.status != PaymentStatus.PENDING or not payment.off_session:
         return payment
     charge = SavedMethodCharge(
@@ -554,6 +554,7 @@ def payment_charge_start(*, payment_id: str) -> Payment | None:
         payment_method_id=payment.provider_payment_method_id,
         provider_customer_id=payment.provider_customer_id,
         description=payment.description,
+        receipt=_receipt_for(payment),
     )
     remote, failed = _provider_dispatch(
         payment,

@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 ACTOR = "subscriptions"
 PENDING_PAYMENT_STATUSES = {PaymentStatus.PENDING, PaymentStatus.REQUIRES_CAPTURE}
+# Declines of an off-session charge that only the customer, present, can get past.
+NEEDS_CUSTOMER_CODES = {"authentication_required"}
 
 
 # --- Plans ------------------------------------------------------------------------------------
@@ -214,15 +216,17 @@ def _plan_line(plan: Plan, start: datetime, end: datetime) -> billing.Line:
     )
 
 
-def _attempt_payment(subscription: Subscription, invoice: Invoice, *, actor: str) -> Invoice:
+def _attempt_payment(
+    subscription: Subscription, invoice: Invoice, *, actor: str, on_session: bool = False
+) -> Invoice:
     """
     A payment for the invoice: an off-session charge of the saved card when there is
-    one, otherwise a pay link (`checkout_url`) whose checkout saves the card. Returns the
-    invoice with the payment attached.
+    one (and the customer is not needed), otherwise a pay link (`checkout_url`) whose
+    checkout saves the card. Returns the invoice with the payment attached.
     """
     saved = (
         payments.SavedMethod(subscription.payment_method_id, subscription.provider_customer_id)
-        if subscription.payment_method_id
+        if subscription.payment_method_id and not on_session
         else None
     )
     line = invoice.lines.first()
@@ -403,9 +407,14 @@ def _renewal_attempt(subscription: Subscription, now: datetime) -> Subscription:
         # The last attempt is still open (an unpaid pay link, or a charge the provider is
         # still deciding): never a second one beside it; this step counts as unpaid.
         return _renewal_failed(subscription, now)
+    # The bank wants the customer to confirm (3-D Secure): charging the card again
+    # without them would only fail again, so they get a pay link instead.
+    needs_customer = payment is not None and payment.failure_code in NEEDS_CUSTOMER_CODES
     try:
         with transaction.atomic():
-            invoice = _attempt_payment(subscription, invoice, actor=ACTOR)
+            invoice = _attempt_payment(
+                subscription, invoice, actor=ACTOR, on_session=needs_customer
+            )
     except PaymentError as exc:
         logger.warning("Subscription %s: renewal not attempted: %s", subscription.pk, exc)
         return _renewal_failed(subscription, now)
@@ -454,7 +463,9 @@ def _renewal_invoice(subscription: Subscription) -> Invoice:
         )
 
 
-def _renewal_failed(subscription: Subscription, now: datetime) -> Subscription:
+def _renewal_failed(
+    subscription: Subscription, now: datetime, *, retry_now: bool = False
+) -> Subscription:
     """
     One more unpaid step: past due (told once), the next try on the dunning schedule
     (retry n at `SUBSCRIPTION_DUNNING_DAYS[n-1]` days after the first failure), or
@@ -468,7 +479,9 @@ def _renewal_failed(subscription: Subscription, now: datetime) -> Subscription:
     subscription.status = SubscriptionStatus.PAST_DUE
     subscription.past_due_since = subscription.past_due_since or now
     retry = schedule[subscription.renewal_failures - 1]
-    subscription.next_action_at = subscription.past_due_since + timedelta(days=retry)
+    subscription.next_action_at = (
+        now if retry_now else subscription.past_due_since + timedelta(days=retry)
+    )
     subscription.save()
     if became_past_due:
         subscription_announce(subscription, "subscription.past_due")
@@ -500,7 +513,7 @@ def subscription_on_outcome(outcome: outcomes.Outcome) -> None:
     elif subscription.status not in ENDED_STATUSES and subscription.latest_invoice_id == (
         invoice.pk
     ):
-        _on_payment_failed(subscription, invoice)
+        _on_payment_failed(subscription, invoice, payment)
 
 
 def _on_paid(subscription: Subscription, invoice: Invoice, payment: Payment) -> None:
@@ -556,12 +569,15 @@ def _absorb_payment_method(subscription: Subscription, payment: Payment) -> None
         subscription.card_last4 = payment.card_last4
 
 
-def _on_payment_failed(subscription: Subscription, invoice: Invoice) -> None:
+def _on_payment_failed(subscription: Subscription, invoice: Invoice, payment: Payment) -> None:
     if invoice.billing_reason == BillingReason.SUBSCRIPTION_CREATE:
         # The first payment failed: this subscription never starts (subscribe again).
         _subscription_end(subscription, SubscriptionStatus.EXPIRED, "first_payment_failed")
     else:
-        _renewal_failed(subscription, timezone.now())
+        # A charge the customer must confirm gets its pay link on the next run, not days
+        # later: waiting would not change the bank's answer.
+        needs_customer = payment.off_session and payment.failure_code in NEEDS_CUSTOMER_CODES
+        _renewal_failed(subscription, timezone.now(), retry_now=needs_customer)
 
 
 def _on_refund(refund: Refund) -> None:

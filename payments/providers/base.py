@@ -95,6 +95,8 @@ class SavedMethodCharge:
     payment_method_id: str
     provider_customer_id: str = ""
     description: str = ""
+    # A renewal is a sale like the first one: it needs its fiscal receipt too.
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,8 @@ class YooKassaProvider:
         }
         if charge.description:
             body["description"] = charge.description[:DESCRIPTION_LIMIT]
+        if charge.receipt is not None:
+            body["receipt"] = _receipt_body(charge.receipt, charge.currency, fallback_email="")
         obj = _call(HttpVerb.POST, "/payments", body=body, idempotency_key=idempotency_key)
         payment = _to_provider_payment(obj)
         if payment.status == "canceled":

@@ -4,7 +4,8 @@ the local fakes (`payments/tests/fakes/`). Subscribing opens a checkout that ask
 provider to keep the card; the buyer pays on the fake; the provider's webhook (Stripe:
 signed; YooKassa: from an allowlisted address, re-fetched) activates the subscription. The
 renewal job then charges the kept card off-session, once per period, with the payment's
-idempotency key; a declined charge makes the subscription past due.
+idempotency key; a declined charge makes the subscription past due, and a charge the
+provider answers `pending` renews when its webhook arrives.
 """
 
 import copy
@@ -81,9 +82,13 @@ def stripe_sends(client, fake_stripe, event_type: str, object_id: str) -> dict:
     return response.json()
 
 
-def stripe_card_declines_from_now_on(fake_stripe, method_id: str, decline_code: str) -> None:
-    """The bank starts declining the saved card (funds run out, the card is blocked)."""
-    fake_stripe.payment_methods[method_id]["_decline"] = ("card_declined", decline_code)
+def stripe_card_declines(fake_stripe, method_id: str, decline_code: str | None) -> None:
+    """
+    From now on the bank declines charges of the saved card with `decline_code` (funds ran
+    out, the card is blocked), or, with None, takes them again.
+    """
+    decline = ("card_declined", decline_code) if decline_code else None
+    fake_stripe.payment_methods[method_id]["_decline"] = decline
 
 
 def active_on_stripe(api, client, fake_stripe) -> dict:
@@ -200,7 +205,7 @@ def test_stripe_declined_renewal_is_past_due_then_the_retry_charges_again_and_re
 ):
     subscription = active_on_stripe(api, client, fake_stripe)
     kept = Subscription.objects.get(pk=subscription["id"])
-    stripe_card_declines_from_now_on(fake_stripe, kept.payment_method_id, "insufficient_funds")
+    stripe_card_declines(fake_stripe, kept.payment_method_id, "insufficient_funds")
 
     clock.move_to(RENEWAL_DUE)
     subscriptions_run_due()
@@ -223,7 +228,7 @@ def test_stripe_declined_renewal_is_past_due_then_the_retry_charges_again_and_re
     assert _inbox("stripe")[-1] == ("payment_intent.payment_failed", "processed")
 
     # The customer sorts the card out with the bank; the dunning retry goes through.
-    fake_stripe.payment_methods[kept.payment_method_id]["_decline"] = None
+    stripe_card_declines(fake_stripe, kept.payment_method_id, None)
     clock.move_to(FIRST_RETRY)
     subscriptions_run_due()
 
@@ -455,16 +460,6 @@ def test_yookassa_renewal_answered_pending_renews_when_its_notification_arrives(
     assert _events(subscription["id"]) == ["subscription.activated", "subscription.renewed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bug: off-session charges carry no 54-FZ receipt. payments.services."
-        "payment_charge_start builds a SavedMethodCharge (which has no receipt field) "
-        "without _receipt_for(payment), so YooKassaProvider.charge_saved_method sends "
-        "none, although the merchant has receipts_enabled and its checkout payments "
-        "carry one."
-    ),
-)
 def test_yookassa_renewal_of_a_merchant_with_receipts_carries_a_receipt(
     api, client, merchant, premium, clock, fake_yookassa
 ):
@@ -486,7 +481,7 @@ def test_yookassa_renewal_of_a_merchant_with_receipts_carries_a_receipt(
         "customer": {"email": "viewer@example.com"},
         "items": [
             {
-                "description": "Premium (2026-02-28 – 2026-03-31)",
+                "description": "Premium subscription, 2026-02-28 – 2026-03-31",
                 "quantity": "1.00",
                 "amount": {"value": "599.00", "currency": "RUB"},
                 "vat_code": 1,
@@ -495,3 +490,37 @@ def test_yookassa_renewal_of_a_merchant_with_receipts_carries_a_receipt(
             }
         ],
     }
+
+
+def test_stripe_renewal_the_bank_wants_confirmed_gets_a_pay_link_at_once(
+    api, client, premium, clock, fake_stripe
+):
+    subscription = active_on_stripe(api, client, fake_stripe)
+    kept = Subscription.objects.get(pk=subscription["id"])
+    stripe_card_declines(fake_stripe, kept.payment_method_id, "authentication_required")
+
+    clock.move_to(RENEWAL_DUE)
+    subscriptions_run_due()  # the off-session charge: the bank asks for 3-D Secure
+    clock.shift(60)
+    subscriptions_run_due()  # the next run, a minute later, not days
+
+    state = _state(api, subscription["id"])
+    assert state["status"] == "past_due"
+    [declined] = _renewals()
+    assert declined.failure_code == "authentication_required"
+    link = Payment.objects.filter(off_session=False).order_by("-id").first()
+    assert state["checkout_url"] == f"http://testserver/pay/{link.pk}"
+    assert (link.status, link.save_payment_method) == ("pending", True)
+    # Checkout was opened for the customer to confirm; no second silent charge was tried.
+    assert len(fake_stripe.requests_to("POST", "/v1/payment_intents")) == 1
+    assert len(fake_stripe.requests_to("POST", "/v1/checkout/sessions")) == 2
+
+    fake_stripe.complete_session(link.provider_checkout_id)
+    stripe_sends(client, fake_stripe, "checkout.session.completed", link.provider_checkout_id)
+
+    state = _state(api, subscription["id"])
+    assert (state["status"], state["current_period_end"]) == (
+        "active",
+        "2026-03-31T10:00:00.000000Z",
+    )
+    assert _events(subscription["id"])[-1] == "subscription.renewed"
