@@ -7,7 +7,7 @@ delete; a correction is a new reversing transaction, booked by code.
 from django.contrib import admin
 from django.http import Http404, HttpResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from billing.models import (
     BillingProfile,
@@ -17,7 +17,7 @@ from billing.models import (
     LedgerEntry,
     LedgerTransaction,
 )
-from payments.admin import ReadOnlyAdmin, ReadOnlyTabularInline
+from payments.admin import PaymentAdmin, ReadOnlyAdmin, ReadOnlyTabularInline
 
 
 class LedgerEntryInline(ReadOnlyTabularInline):
@@ -110,3 +110,29 @@ class BillingProfileAdmin(admin.ModelAdmin):
     list_display = ["merchant", "legal_name", "invoice_prefix", "test_invoice_prefix"]
     search_fields = ["merchant__id", "merchant__name", "legal_name"]
     raw_id_fields = ["merchant"]
+
+
+def payment_invoices_panel(payment) -> str:
+    """The invoices a payment paid or was attempted for, and their credit notes."""
+    invoices = Invoice.objects.filter(payment=payment).prefetch_related("credit_notes")
+    rows = [
+        format_html(
+            '<li><a href="{}">{}</a> {} {} {}{}</li>',
+            reverse("admin:billing_invoice_change", args=[invoice.pk]),
+            invoice,
+            invoice.status,
+            invoice.total,
+            invoice.currency,
+            format_html_join(
+                "", ", credit note {}", ((n.number,) for n in invoice.credit_notes.all())
+            ),
+        )
+        for invoice in invoices
+    ]
+    if not rows:
+        return ""
+    items = format_html_join("", "{}", ((row,) for row in rows))
+    return format_html("<strong>Invoices</strong><ul>{}</ul>", items)
+
+
+PaymentAdmin.panels.append(payment_invoices_panel)

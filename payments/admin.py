@@ -1,9 +1,22 @@
-from django.contrib import admin, messages
-from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.utils.html import format_html
+import re
+from datetime import timedelta
 
-from payments import services
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from payments import money, services, staff
+from payments.errors import PaymentError, ValidationFailed
+from payments.ids import ulid_floor
 from payments.models import (
     APIKey,
     CreditTransaction,
@@ -12,6 +25,7 @@ from payments.models import (
     Merchant,
     Payment,
     PaymentEvent,
+    PaymentStatus,
     Refund,
 )
 
@@ -203,23 +217,266 @@ class CreditTransactionAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class CappedCountPaginator(Paginator):
+    """
+    Counts at most `CAP` rows: a changelist over millions of payments must not run a
+    full COUNT(*) on every page view. Past the cap, the page links stop there (filters or
+    search narrow the list).
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
+class CreatedFilter(admin.SimpleListFilter):
+    """Created within a recent window, as an id range: ids begin with their creation time."""
+
+    title = "created"
+    parameter_name = "created"
+    WINDOWS = {"1d": ("Last 24 hours", 1), "7d": ("Last 7 days", 7), "30d": ("Last 30 days", 30)}
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.WINDOWS.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() not in self.WINDOWS:
+            return queryset
+        since = timezone.now() - timedelta(days=self.WINDOWS[self.value()][1])
+        return queryset.filter(pk__gte=f"pay_{ulid_floor(since)}")
+
+
+# Provider ids by their shape, so a search looks in one index instead of all of them.
+_PROVIDER_ID_SHAPES = [
+    (re.compile(r"^sbx_pay_[0-9A-Za-z]+$"), "sandbox"),
+    (re.compile(r"^pi_[0-9A-Za-z]+$"), "stripe"),
+    (re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"), "yookassa"),
+]
+
+
+def payment_search(queryset, term: str):
+    """
+    What staff type into the search box, matched exactly and through an index: a payment
+    or customer id, a customer's email, a provider's payment or checkout id, an order id,
+    a reference or a customer's external id.
+    """
+    term = term.strip()
+    if not term or "\x00" in term:
+        return queryset
+    if term.startswith("pay_"):
+        return queryset.filter(pk=term)
+    if term.startswith("cus_"):
+        return queryset.filter(customer_id=term)
+    if "@" in term:
+        customers = Customer.objects.filter(email__iexact=term).values("pk")
+        return queryset.filter(customer_id__in=customers)
+    if term.startswith("cs_"):
+        return queryset.filter(provider="stripe", provider_checkout_id=term)
+    for shape, provider in _PROVIDER_ID_SHAPES:
+        if shape.match(term):
+            return queryset.filter(provider=provider, provider_payment_id=term)
+    customers = Customer.objects.filter(external_id=term).values("pk")
+    return queryset.filter(Q(order_id=term) | Q(reference=term) | Q(customer_id__in=customers))
+
+
+class StaffMoneyForm(forms.Form):
+    amount = forms.CharField(max_length=30)
+    reason = forms.CharField(max_length=500, required=False)
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    """Read-only: every change goes through the payment services (refunds and other staff
-    actions arrive with the back-office work), never through a form edit."""
+    """
+    Read-only: every change goes through the payment services, from the Refund, Capture
+    and Cancel pages (with a confirmation step), never through a form edit. Each action is
+    in the payment's timeline with the staff user and in the admin log.
+    """
 
     list_display = [
-        "id",
-        "merchant",
-        "status",
-        "amount",
-        "currency",
-        "provider",
-        "order_id",
+        "id", "merchant", "customer", "status", "amount", "currency", "provider", "order_id",
         "created_at",
-    ]
-    list_filter = ["status", "provider", "currency"]
-    search_fields = ["=id", "=order_id", "=provider_payment_id", "=reference"]
-    list_select_related = ["merchant"]
+    ]  # fmt: skip
+    list_filter = ["status", "provider", "currency", CreatedFilter]
+    search_fields = ["id"]  # the box; the matching is `payment_search`
+    search_help_text = (
+        "An exact id: payment, customer, order, reference, provider payment or checkout, "
+        "customer email or external id."
+    )
+    list_select_related = ["merchant", "customer"]
     show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
     inlines = [PaymentEventInline, RefundInline]
+    change_form_template = "admin/payments/payment/change_form.html"
+    # Other apps add read-only panels to the change page (callbacks of the payment,
+    # invoices), without payments importing them: `PaymentAdmin.panels.append(fn)`, where
+    # fn(payment) returns HTML.
+    panels: list = []
+
+    def get_search_results(self, request, queryset, search_term):
+        return payment_search(queryset, search_term), False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "related"]
+
+    @admin.display(description="Related")
+    def related(self, obj):
+        parts = [panel(obj) for panel in self.panels]
+        return format_html_join(mark_safe("<hr>"), "{}", ((part,) for part in parts if part))
+
+    def get_urls(self):
+        own = [
+            path(
+                "<str:payment_id>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="payments_payment_refund",
+            ),
+            path(
+                "<str:payment_id>/capture/",
+                self.admin_site.admin_view(self.capture_view),
+                name="payments_payment_capture",
+            ),
+            path(
+                "<str:payment_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="payments_payment_cancel",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        payment = self.get_object(request, object_id)
+        extra = {**(extra_context or {})}
+        if payment is not None:
+            extra["money_actions"] = self._money_actions(request, payment)
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _money_actions(self, request, payment) -> list[tuple[str, str]]:
+        user = request.user
+        actions = []
+        if payment.status in services.REFUNDABLE_STATUSES and user.has_perm(
+            "payments.refund_payment"
+        ):
+            actions.append(("Refund", "admin:payments_payment_refund"))
+        if payment.status == PaymentStatus.REQUIRES_CAPTURE and user.has_perm(
+            "payments.capture_payment"
+        ):
+            actions.append(("Capture", "admin:payments_payment_capture"))
+        if services.payment_can_transition(payment.status, PaymentStatus.CANCELED) and (
+            user.has_perm("payments.cancel_payment")
+        ):
+            actions.append(("Cancel payment", "admin:payments_payment_cancel"))
+        return [(label, reverse(name, args=[payment.pk])) for label, name in actions]
+
+    # --- Staff money actions: form, then confirmation, then the service ------------------
+
+    def refund_view(self, request, payment_id):
+        payment = self._payment_or_404(request, payment_id, "payments.refund_payment")
+        refundable = services.payment_refundable(payment)
+        initial = {"amount": money.amount_format(refundable, payment.currency)}
+
+        def act(amount, reason, actor):
+            refusal = staff.refund_refusal(request.user, amount, payment.currency)
+            if refusal:
+                raise PermissionDenied(refusal)
+            refund = services.refund_create(
+                payment=payment,
+                amount=amount,
+                reason=reason,
+                source=PaymentEvent.Source.ADMIN,
+                actor=actor,
+            )
+            return f"Refund {refund.pk} of {self._shown(amount, payment)} is {refund.status}."
+
+        return self._money_action(request, payment, "Refund", act, initial, refundable)
+
+    def capture_view(self, request, payment_id):
+        payment = self._payment_or_404(request, payment_id, "payments.capture_payment")
+        initial = {"amount": money.amount_format(payment.amount, payment.currency)}
+
+        def act(amount, reason, actor):
+            captured = services.payment_capture(
+                payment=payment, amount=amount, source=PaymentEvent.Source.ADMIN, actor=actor
+            )
+            return f"Captured {self._shown(captured.amount_captured, payment)}."
+
+        return self._money_action(request, payment, "Capture", act, initial, payment.amount)
+
+    def cancel_view(self, request, payment_id):
+        payment = self._payment_or_404(request, payment_id, "payments.cancel_payment")
+        initial = {"amount": money.amount_format(payment.amount, payment.currency)}
+
+        def act(amount, reason, actor):
+            services.payment_cancel(payment=payment, source=PaymentEvent.Source.ADMIN, actor=actor)
+            return "The payment is canceled."
+
+        return self._money_action(request, payment, "Cancel", act, initial, None)
+
+    def _payment_or_404(self, request, payment_id: str, permission: str) -> Payment:
+        payment = self.get_object(request, payment_id)
+        if payment is None:
+            raise Http404("No such payment.")
+        if not request.user.has_perm(permission):
+            raise PermissionDenied("You do not have permission to do this.")
+        return payment
+
+    @staticmethod
+    def _shown(amount, payment) -> str:
+        return f"{money.amount_format(amount, payment.currency)} {payment.currency}"
+
+    def _money_action(self, request, payment, verb, act, initial, ceiling):
+        """
+        The form (amount, reason), then a confirmation page repeating what will happen,
+        then the service. Errors (a refusal, a limit, the provider) show on the form and
+        change nothing.
+        """
+        form = StaffMoneyForm(request.POST or None, initial=initial)
+        confirming = False
+        if request.method == "POST" and form.is_valid():
+            try:
+                amount = money.amount_parse(form.cleaned_data["amount"], payment.currency)
+                if ceiling is not None and amount > ceiling:
+                    raise ValidationFailed(
+                        f"At most {self._shown(ceiling, payment)}.", param="amount"
+                    )
+                if verb == "Refund":
+                    refusal = staff.refund_refusal(request.user, amount, payment.currency)
+                    if refusal:
+                        raise PermissionDenied(refusal)
+                if request.POST.get("confirmed") == "yes":
+                    actor = f"admin:{request.user.get_username()}"
+                    outcome = act(amount, form.cleaned_data["reason"], actor)
+                    self.log_change(
+                        request,
+                        payment,
+                        f"{verb} {self._shown(amount, payment)} "
+                        f"({form.cleaned_data['reason'] or 'no reason given'}): {outcome}",
+                    )
+                    self.message_user(request, outcome, messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:payments_payment_change", args=[payment.pk])
+                    )
+                confirming = True
+            except (PaymentError, PermissionDenied) as exc:
+                form.add_error(None, getattr(exc, "message", None) or str(exc))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{verb} payment {payment.pk}",
+            "payment": payment,
+            "verb": verb,
+            "form": form,
+            "confirming": confirming,
+            "shown_amount": form.data.get("amount") if confirming else None,
+            "refundable": money.amount_format(
+                services.payment_refundable(payment), payment.currency
+            ),
+            "limit": (
+                None
+                if request.user.has_perm("payments.refund_payment_unlimited")
+                else money.amount_format(staff.refund_limit(payment.currency), payment.currency)
+            ),
+        }
+        return TemplateResponse(request, "admin/payments/payment/money_action.html", context)

@@ -9,18 +9,21 @@ the installation.
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 
-from payments import credentials, services
+from payments import credentials, services, staff
 from payments.models import APIKey, CreditTransaction, Customer, Merchant, PaymentEvent
 
 DEMO_MERCHANT_ID = "mer_demo"
 DEMO_MERCHANT_NAME = "Demo Cinema"
 DEMO_STAFF_USERNAME = "admin"
+# One staff user per back-office role (groups from payments.staff).
+DEMO_ROLE_USERS = {"support": staff.SUPPORT, "finance": staff.FINANCE}
 DEMO_CUSTOMERS = [
     ("demo-user-1", "alice@example.com", "Alice Example"),
     ("demo-user-2", "bob@example.com", "Bob Example"),
@@ -35,10 +38,15 @@ class DemoCredentials:
     publishable_key: str
     staff_username: str
     staff_password: str | None  # None when someone has changed it since seeding
+    # username -> password (None when changed since seeding) of the Support/Finance users
+    role_users: dict[str, str | None] = field(default_factory=dict)
 
 
-def demo_password() -> str:
-    digest = hmac.new(settings.SECRET_KEY.encode(), b"demo-staff-password", hashlib.sha256)
+def demo_password(username: str = DEMO_STAFF_USERNAME) -> str:
+    label = b"demo-staff-password"
+    if username != DEMO_STAFF_USERNAME:
+        label += b":" + username.encode()
+    digest = hmac.new(settings.SECRET_KEY.encode(), label, hashlib.sha256)
     return "demo-" + digest.hexdigest()[:16]
 
 
@@ -54,15 +62,32 @@ def demo_seed() -> DemoCredentials:
             merchant=merchant, external_id=external_id, defaults={"email": email, "name": name}
         )
     _demo_money(merchant)
-    password = demo_password()
-    user = get_user_model().objects.filter(username=DEMO_STAFF_USERNAME).first()
+    staff.staff_roles_sync()  # the groups exist after migrate; made sure of here too
+    password = _demo_staff(DEMO_STAFF_USERNAME, superuser=True)
+    roles = {name: _demo_staff(name, group=group) for name, group in DEMO_ROLE_USERS.items()}
+    return DemoCredentials(
+        merchant, secret_key, publishable_key, DEMO_STAFF_USERNAME, password, roles
+    )
+
+
+def _demo_staff(username: str, *, superuser: bool = False, group: str = "") -> str | None:
+    """A demo staff login; its password, or None when someone has changed it since."""
+    password = demo_password(username)
+    users = get_user_model().objects
+    user = users.filter(username=username).first()
     if user is None:
-        get_user_model().objects.create_superuser(
-            username=DEMO_STAFF_USERNAME, email="admin@example.com", password=password
-        )
+        email = f"{username}@example.com"
+        if superuser:
+            user = users.create_superuser(username=username, email=email, password=password)
+        else:
+            user = users.create_user(
+                username=username, email=email, password=password, is_staff=True
+            )
     elif not user.check_password(password):
         password = None
-    return DemoCredentials(merchant, secret_key, publishable_key, DEMO_STAFF_USERNAME, password)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return password
 
 
 def _demo_key(merchant: Merchant, kind: str) -> str:

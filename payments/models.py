@@ -191,6 +191,12 @@ class Payment(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [
+            ("refund_payment", "Can refund payments, up to the support refund limit"),
+            ("refund_payment_unlimited", "Can refund payments above the support refund limit"),
+            ("cancel_payment", "Can cancel payments"),
+            ("capture_payment", "Can capture payments"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["merchant", "order_id"],
@@ -218,9 +224,13 @@ class Payment(models.Model):
                 fields=["merchant", "provider", "-id"], name="payment_merchant_provider_id"
             ),
             models.Index(fields=["customer", "-id"], name="payment_customer_id"),
+            # Order ids and references are looked up across merchants by staff (admin
+            # search); within a merchant the unique constraint's index serves.
             models.Index(
-                fields=["merchant", "order_id"], name="payment_merchant_order",
-                condition=~Q(order_id=""),
+                fields=["order_id"], name="payment_order_id", condition=~Q(order_id=""),
+            ),
+            models.Index(
+                fields=["reference"], name="payment_reference", condition=~Q(reference=""),
             ),
             # Webhooks find payments by the provider's ids.
             models.Index(

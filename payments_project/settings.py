@@ -8,6 +8,7 @@ tasks executed eagerly in-process, a local-memory cache and the sandbox provider
 """
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "payments",
     "billing",
     "subscriptions",
@@ -66,7 +68,33 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The admin login is guarded against password guessing (django-axes): after
+# ADMIN_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is
+# locked out for ADMIN_LOGIN_COOLOFF_MINUTES. Keyed on the pair, so an attacker can
+# neither guess one account from one place nor lock every staff member out from anywhere.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address as our proxies report it (TRUSTED_PROXIES), like everywhere else.
+AXES_CLIENT_IP_CALLABLE = "payments.network.client_ip"
+
+# Staff roles (groups made by migrate): "Support" refunds up to these amounts per payment
+# (major units, per currency; a currency not listed cannot be refunded by Support at all);
+# "Finance" refunds without a limit and runs reconciliation.
+SUPPORT_REFUND_LIMITS = env.dict(
+    "SUPPORT_REFUND_LIMITS",
+    cast={"value": str},
+    default={"RUB": "5000", "USD": "100", "EUR": "100"},
+)
 
 ROOT_URLCONF = "payments_project.urls"
 

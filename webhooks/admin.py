@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from payments.admin import ReadOnlyAdmin, ReadOnlyTabularInline
+from payments.admin import PaymentAdmin, ReadOnlyAdmin, ReadOnlyTabularInline
 from webhooks import callbacks, services
 from webhooks.models import Delivery, DeliveryAttempt, Event, InboundWebhook, WebhookEndpoint
 
@@ -105,3 +107,42 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             callbacks.endpoint_update(endpoint=endpoint, disabled=True)
             self.log_change(request, endpoint, "Disabled.")
         self.message_user(request, "Disabled.", messages.SUCCESS)
+
+
+def payment_callbacks_panel(payment) -> str:
+    """The payment's events (and its refunds'), each with its deliveries, for its page."""
+    object_ids = [payment.pk, *payment.refunds.values_list("pk", flat=True)]
+    events = (
+        Event.objects.filter(object_id__in=object_ids)
+        .prefetch_related("deliveries__endpoint")
+        .order_by("id")
+    )
+    rows = [
+        format_html(
+            '<li><a href="{}">{}</a> {} — {}</li>',
+            reverse("admin:webhooks_event_change", args=[event.pk]),
+            event.pk,
+            event.type,
+            format_html_join(
+                ", ",
+                '<a href="{}">{}</a> {}',
+                (
+                    (
+                        reverse("admin:webhooks_delivery_change", args=[d.pk]),
+                        d.endpoint.url,
+                        d.status,
+                    )
+                    for d in event.deliveries.all()
+                ),
+            )
+            or "no endpoint subscribed",
+        )
+        for event in events
+    ]
+    if not rows:
+        return ""
+    items = format_html_join("", "{}", ((row,) for row in rows))
+    return format_html("<strong>Callbacks</strong><ul>{}</ul>", items)
+
+
+PaymentAdmin.panels.append(payment_callbacks_panel)
