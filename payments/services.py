@@ -731,6 +731,23 @@ def _provider_mismatch(payment: Payment, remote: ProviderPayment) -> str:
     return ""
 
 
+def payment_refresh_from_provider(*, payment: Payment, actor: str = "") -> Payment:
+    """
+    Ask the provider for the payment as it is now and apply that like a webhook would
+    (operators' `sync_payment`). Raises when there is nothing to ask or it cannot answer.
+    """
+    if payment.provider == providers.CREDITS:
+        raise InvalidState("Credits payments are settled here; there is no provider to ask.")
+    if not payment.provider_payment_id:
+        raise InvalidState(
+            "The provider has no payment for it yet (no checkout was paid or opened)."
+        )
+    remote = _provider_call(lambda p: p.payment_retrieve(payment.provider_payment_id), payment)
+    return payment_sync_from_provider(
+        provider=payment.provider, remote=remote, source=PaymentEvent.Source.ADMIN, actor=actor
+    )
+
+
 def _payment_absorb_details(payment: Payment, remote: ProviderPayment) -> None:
     """Copy the provider's ids and card details that we do not have yet."""
     fields = []

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from payments import services
+from payments.errors import PaymentError
 from payments.models import (
     IdempotencyKey,
     Payment,
@@ -139,3 +140,30 @@ def refunds_sweep_awaiting_provider() -> int:
     for refund_id in ids:
         refund_dispatch.delay(refund_id)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def payments_expire_pending(hours: int | None = None) -> dict:
+    """
+    Cancel payments nobody paid within `hours` (PAYMENT_PENDING_EXPIRY_HOURS): their
+    checkout is closed at the provider, so a stale pay link can no longer take money. Off-
+    session charges the provider is still deciding are left to it.
+    """
+    hours = settings.PAYMENT_PENDING_EXPIRY_HOURS if hours is None else hours
+    cutoff = timezone.now() - timedelta(hours=hours)
+    stale = Payment.objects.filter(
+        status=PaymentStatus.PENDING, off_session=False, created_at__lt=cutoff
+    ).values_list("pk", flat=True)[:1000]
+    expired = failed = 0
+    for payment_id in stale:
+        try:
+            services.payment_cancel(
+                payment=Payment.objects.get(pk=payment_id),
+                source=PaymentEvent.Source.TASK,
+                actor="payments_expire_pending",
+            )
+            expired += 1
+        except PaymentError as exc:  # the provider refused or is down: next run
+            logger.warning("Payment %s not expired: %s", payment_id, exc.message)
+            failed += 1
+    return {"expired": expired, "failed": failed}

@@ -301,6 +301,9 @@ if not 60 <= CUSTOMER_SESSION_TTL_SECONDS <= 86400:
     raise ImproperlyConfigured("CUSTOMER_SESSION_TTL_SECONDS must be between 60 and 86400.")
 # A payment whose provider checkout could not be created within this window fails.
 PAYMENT_CHECKOUT_DEADLINE_MINUTES = env.int("PAYMENT_CHECKOUT_DEADLINE_MINUTES", default=60)
+# A payment still pending this long (its pay link never paid) is canceled, and its
+# checkout closed at the provider, by the hourly expiry task.
+PAYMENT_PENDING_EXPIRY_HOURS = env.int("PAYMENT_PENDING_EXPIRY_HOURS", default=24)
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
 
 # Periodic sweeps (Celery beat). Each one recovers work whose task was lost (a worker
@@ -325,6 +328,11 @@ CELERY_BEAT_SCHEDULE = {
     "webhooks-process-stranded": {
         "task": "webhooks.tasks.inbound_webhooks_sweep",
         "schedule": 60.0,
+    },
+    # Pay links nobody paid: cancel them and close their checkouts, so none is paid late.
+    "payments-expire-pending": {
+        "task": "payments.tasks.payments_expire_pending",
+        "schedule": 3600.0,
     },
     # Idempotency keys are promised for 24 h; older ones only cost space.
     "payments-purge-idempotency-keys": {
