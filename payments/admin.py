@@ -3,6 +3,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -347,7 +348,8 @@ class PaymentAdmin(ReadOnlyAdmin):
         return own + super().get_urls()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        payment = self.get_object(request, object_id)
+        # The admin's own links escape ids ("_" becomes "_5F"); ours below do not.
+        payment = self.get_object(request, unquote(object_id))
         extra = {**(extra_context or {})}
         if payment is not None:
             extra["money_actions"] = self._money_actions(request, payment)

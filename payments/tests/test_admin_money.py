@@ -5,6 +5,7 @@ confirmation page, calling the same services as the API; role limits; search and
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -155,8 +156,11 @@ def test_the_change_page_offers_only_the_actions_the_state_and_role_allow(suppor
     paid = captured(merchant, "599.00")
     pending = PaymentFactory(merchant=merchant)
 
-    paid_page = support.get(f"/admin/payments/payment/{paid.pk}/change/").content.decode()
-    pending_page = support.get(f"/admin/payments/payment/{pending.pk}/change/").content.decode()
+    # As the changelist links them: the admin escapes "_" in ids as "_5F".
+    paid_page = support.get(f"/admin/payments/payment/{quote(paid.pk)}/change/").content.decode()
+    pending_page = support.get(
+        f"/admin/payments/payment/{quote(pending.pk)}/change/"
+    ).content.decode()
 
     assert f"/admin/payments/payment/{paid.pk}/refund/" in paid_page
     assert f"/admin/payments/payment/{paid.pk}/cancel/" not in paid_page
