@@ -96,6 +96,10 @@ SUPPORT_REFUND_LIMITS = env.dict(
     default={"RUB": "5000", "USD": "100", "EUR": "100"},
 )
 
+# Covering indexes (INCLUDE) are a PostgreSQL feature; on the embedded SQLite default they
+# are plain indexes, which is all a demo needs, so its warning says nothing useful.
+SILENCED_SYSTEM_CHECKS = ["models.W040"]
+
 ROOT_URLCONF = "payments_project.urls"
 
 TEMPLATES = [
@@ -385,3 +389,4 @@ CELERY_BEAT_SCHEDULE["subscriptions-run-due"] = {
     "task": "subscriptions.tasks.subscriptions_run_due",
     "schedule": 60.0,
 }
+
