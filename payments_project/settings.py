@@ -389,4 +389,3 @@ CELERY_BEAT_SCHEDULE["subscriptions-run-due"] = {
     "task": "subscriptions.tasks.subscriptions_run_due",
     "schedule": 60.0,
 }
-
