@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -89,10 +91,30 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "id", "merchant", "livemode", "url", "enabled_events", "disabled_reason",
         "failing_since", "previous_secret_expires_at", "created_at", "updated_at",
     ]  # fmt: skip
-    actions = ["enable", "disable"]
+    actions = ["enable", "disable", "rotate_secret"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Rotate the signing secret (shown once)", permissions=["change"])
+    def rotate_secret(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Rotate one endpoint at a time.", messages.ERROR)
+            return None
+        endpoint = callbacks.endpoint_rotate_secret(endpoint=queryset.get())
+        hours = settings.WEBHOOK_SECRET_ROTATION_GRACE_HOURS
+        self.log_change(request, endpoint, "Rotated the signing secret.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "New signing secret",
+            "endpoint": endpoint,
+            "grace_hours": hours,
+        }
+        response = TemplateResponse(request, "admin/webhooks/webhookendpoint/secret.html", context)
+        # The page holds a secret: no browser or proxy may keep a copy.
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Enable selected endpoints (and send what waited)")
     def enable(self, request, queryset):

@@ -86,3 +86,21 @@ def test_staff_reprocess_failed_webhooks(admin_client):
     assert "Reprocessed: 1 ignored." in response.content.decode()
     assert LogEntry.objects.filter(object_id=webhook.pk).exists()
     assert not LogEntry.objects.filter(object_id=forged.pk).exists()
+
+
+def test_rotating_an_endpoints_secret_shows_the_new_one_once(admin_client, delivery):
+    endpoint = delivery.endpoint
+
+    response = admin_client.post(
+        "/admin/webhooks/webhookendpoint/",
+        {"action": "rotate_secret", "_selected_action": [endpoint.pk]},
+    )
+
+    endpoint.refresh_from_db()
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    assert endpoint.secret != "whsec_x" and endpoint.secret in response.content.decode()
+    assert endpoint.previous_secret == "whsec_x"  # still signing during the grace period
+    assert LogEntry.objects.filter(object_id=endpoint.pk).exists()
+    page = admin_client.get(f"/admin/webhooks/webhookendpoint/{endpoint.pk}/change/")
+    assert endpoint.secret not in page.content.decode()
