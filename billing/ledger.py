@@ -5,6 +5,10 @@ ledger, and prove the ledger consistent with itself and with payments (`ledger_c
 Booking runs as an outcomes listener, inside the transaction of the change it books: a
 payment is captured and booked together, or neither is. A failure to book therefore
 refuses the change itself, which is the point: money never moves off the books.
+
+A reconciliation correction (`payment.reconciled`: staff took the provider's state) is
+booked as an adjustment: whatever brings the payment's booked net to what it now holds,
+captured less refunded (nothing, when it holds no money), in one balanced transaction.
 """
 
 from dataclasses import dataclass
@@ -23,7 +27,11 @@ from payments.outcomes import Outcome
 SALES = "sales"
 CREDITS_ISSUED = "credits_issued"
 
-# Statuses of a payment that has taken money; each has a payment.succeeded booking.
+# The outcomes that book a payment's capture: the capture itself, and reconciliation's
+# corrections (which may be the first money a payment ever books).
+CAPTURE_KINDS = ["payment.succeeded", "payment.reconciled"]
+
+# Statuses of a payment that has taken money; each has a capture booking.
 CAPTURED_STATUSES = [
     PaymentStatus.SUCCEEDED,
     PaymentStatus.PARTIALLY_REFUNDED,
@@ -137,6 +145,8 @@ def _booking_for(outcome: Outcome) -> _Booking | None:
             payment_id=payment_id,
             description=f"Refund {outcome.object_id} of payment {payment_id} ({data['provider']})",
         )
+    if outcome.type == "payment.reconciled":
+        return _reconciliation_adjustment(outcome)
     if outcome.type in ("credit.granted", "credit.deducted"):
         account = customer_credit(_required(outcome, data.get("customer"), "customer"))
         granted = outcome.type == "credit.granted"
@@ -149,6 +159,47 @@ def _booking_for(outcome: Outcome) -> _Booking | None:
             description=f"Credit {'granted' if granted else 'deducted'} ({outcome.object_id})",
         )
     return None  # failed, canceled, authorized-only…: no money moved
+
+
+def _reconciliation_adjustment(outcome: Outcome) -> _Booking | None:
+    """
+    The booking that brings a corrected payment's net in the ledger to what it holds now:
+    its captured amount less refunds when it took money, zero otherwise. Read under the
+    payment's row lock (the correction holds it), so the difference is exact; nothing is
+    booked when there is none. `outcome.object_id` is the correction's timeline step.
+    """
+    data = outcome.data
+    payment_id, currency, provider = data["id"], data["currency"], data["provider"]
+    if provider == providers.CREDITS:
+        raise LedgerError(f"{outcome.type} {outcome.object_id}: credits are not reconciled")
+    held = (
+        Decimal(data["amount_captured"]) - Decimal(data["amount_refunded"])
+        if data["status"] in CAPTURED_STATUSES
+        else _ZERO
+    )
+    # Sales is credit-normal: the payment's booked net is minus its sales entries.
+    booked = _ZERO - (
+        LedgerEntry.objects.filter(
+            account=SALES, currency=currency, transaction__payment_id=payment_id
+        ).aggregate(total=Sum("amount"))["total"]
+        or _ZERO
+    )
+    difference = held - booked
+    if difference == 0:
+        return None
+    receivable = provider_receivable(provider)
+    more = difference > 0
+    return _Booking(
+        debit=receivable if more else SALES,
+        credit=SALES if more else receivable,
+        amount=abs(difference),
+        currency=currency,
+        payment_id=payment_id,
+        description=(
+            f"Reconciliation of payment {payment_id} ({provider}): booked net {booked}, "
+            f"now {held} {currency}"
+        ),
+    )
 
 
 def _amount(outcome: Outcome, raw: str) -> Decimal:
@@ -257,9 +308,7 @@ def _payment_nets() -> list[str]:
         Payment.objects.filter(status__in=CAPTURED_STATUSES)
         .annotate(
             booked=Exists(
-                LedgerTransaction.objects.filter(
-                    kind="payment.succeeded", payment_id=OuterRef("pk")
-                )
+                LedgerTransaction.objects.filter(kind__in=CAPTURE_KINDS, payment_id=OuterRef("pk"))
             ),
             # Sales is credit-normal: the payment's net is the negated sum.
             ledger_net=Value(_ZERO) - Coalesce(Subquery(sales), Value(_ZERO)),
@@ -285,12 +334,28 @@ def _payment_nets() -> list[str]:
 
 
 def _bookings_of_uncaptured_payments() -> list[str]:
-    """Money booked against a payment that never took any (or does not exist)."""
+    """
+    Money booked against a payment that holds none (or does not exist). A payment that
+    took money and was then corrected to none (reconciliation) has bookings that net to
+    zero: that is sound, and not reported.
+    """
+    payment_sales = (
+        LedgerEntry.objects.filter(account=SALES, transaction__payment_id=OuterRef("payment_id"))
+        .order_by()
+        .values("transaction__payment_id")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
     stray = (
         LedgerTransaction.objects.filter(payment_id__isnull=False)
         .filter(
             ~Exists(Payment.objects.filter(pk=OuterRef("payment_id"), status__in=CAPTURED_STATUSES))
         )
+        .annotate(
+            payment_exists=Exists(Payment.objects.filter(pk=OuterRef("payment_id"))),
+            payment_sales=Coalesce(Subquery(payment_sales), Value(_ZERO)),
+        )
+        .exclude(payment_exists=True, payment_sales=0)
         .order_by("pk")
     )
     problems = []

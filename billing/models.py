@@ -12,6 +12,7 @@ update or delete them (see `AppendOnly`), and the admin shows them read-only.
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -334,3 +335,148 @@ class CreditNote(models.Model):
 
     def __str__(self):
         return self.number
+
+
+# --- Reconciliation ---------------------------------------------------------------------------
+
+
+class ReconciliationRun(models.Model):
+    """
+    One comparison of our payments and refunds with a provider's records over a time
+    range, from its list API or from a settlement report (CSV). Started from the admin,
+    the `reconcile` command or the nightly beat; executed by `billing.reconciliation`.
+    """
+
+    class Source(models.TextChoices):
+        API = "api", "Provider API"
+        REPORT = "report", "Settlement report (CSV)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("rcr"), editable=False
+    )
+    provider = models.CharField(max_length=20)
+    since = models.DateTimeField(help_text="Payments made at or after this time…")
+    until = models.DateTimeField(help_text="…and before this one.")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
+    report_name = models.CharField(max_length=255, blank=True)
+    # An uploaded report, kept for the worker (any machine) and as the record of what the
+    # provider stated; the command reads its file directly and stores none.
+    report = models.BinaryField(null=True, blank=True, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Progress: provider records read (of `records_total` when known: reports), our
+    # payments and refunds checked for a provider record, mismatches stored.
+    records_seen = models.PositiveBigIntegerField(default=0)
+    records_total = models.PositiveBigIntegerField(null=True, blank=True)
+    ours_checked = models.PositiveBigIntegerField(default=0)
+    mismatches_found = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty for the nightly run.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Bumped with every progress write: a running run that stops moving was orphaned by
+    # its worker and may be started over.
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("run_reconciliation", "Can run reconciliation"),
+            ("resolve_mismatch", "Can resolve reconciliation mismatches"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(since__lt=models.F("until")), name="recon_run_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["provider", "-id"], name="recon_run_provider")]
+
+    def __str__(self):
+        return f"{self.id} {self.provider} {self.since:%Y-%m-%d %H:%M}–{self.until:%Y-%m-%d %H:%M}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class ReconciliationMismatch(models.Model):
+    """
+    One disagreement a run found between our books and the provider's, with both sides'
+    values as they were, and what staff did about it.
+    """
+
+    class Kind(models.TextChoices):
+        MISSING_HERE = "missing_here", "Missing here"
+        MISSING_AT_PROVIDER = "missing_at_provider", "Missing at the provider"
+        STATUS_DIFFERS = "status_differs", "Status differs"
+        AMOUNT_DIFFERS = "amount_differs", "Amount or currency differs"
+        REFUND_DIFFERS = "refund_differs", "Refund differs"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        FIXED_FROM_PROVIDER = "fixed_from_provider", "Fixed from the provider's state"
+        RESOLVED = "resolved", "Resolved (with a comment)"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=PrefixedId("rcm"), editable=False
+    )
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="mismatches")
+    provider = models.CharField(max_length=20)  # the run's, for the filters
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    payment = models.ForeignKey(
+        "payments.Payment",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reconciliation_mismatches",
+    )
+    refund = models.ForeignKey(
+        "payments.Refund",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reconciliation_mismatches",
+    )
+    # The provider's record, as it named itself (all that identifies a "missing here").
+    provider_payment_id = models.CharField(max_length=255, blank=True)
+    provider_refund_id = models.CharField(max_length=255, blank=True)
+    reference = models.CharField(max_length=255, blank=True)
+    summary = models.CharField(max_length=500)
+    ours = models.JSONField(null=True, blank=True)  # our values then; null: we have none
+    theirs = models.JSONField(null=True, blank=True)  # the provider's; null: it has none
+    state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
+    resolution = models.TextField(blank=True, help_text="What was done, or staff's comment.")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "reconciliation mismatches"
+        indexes = [
+            # The admin's filters: a run's mismatches by kind and state; open ones anywhere.
+            models.Index(fields=["run", "state", "kind"], name="recon_mm_run_state_kind"),
+            models.Index(fields=["state", "provider", "kind"], name="recon_mm_state_provider"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} {self.kind}"

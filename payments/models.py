@@ -2,6 +2,7 @@ from decimal import Decimal
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from payments.ids import PrefixedId
 
@@ -104,6 +105,8 @@ class Customer(models.Model):
             models.Index(
                 fields=["merchant", "email"], name="customer_merchant_email", condition=~Q(email="")
             ),
+            # Staff search payments by a customer's email, in any case (admin search).
+            models.Index(Upper("email"), name="customer_email_upper"),
         ]
 
     def __str__(self):
@@ -224,6 +227,9 @@ class Payment(models.Model):
                 fields=["merchant", "provider", "-id"], name="payment_merchant_provider_id"
             ),
             models.Index(fields=["customer", "-id"], name="payment_customer_id"),
+            # Staff filter the list across merchants by status, provider and currency.
+            models.Index(fields=["status", "-id"], name="payment_status_id"),
+            models.Index(fields=["provider", "currency", "-id"], name="payment_provider_currency"),
             # Order ids and references are looked up across merchants by staff (admin
             # search); within a merchant the unique constraint's index serves.
             models.Index(

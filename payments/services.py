@@ -1,5 +1,6 @@
 """Write operations of the payments app. Views, admin, tasks and commands call these."""
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -1215,4 +1216,147 @@ def credit_object(credit: CreditTransaction) -> dict:
         "refund": credit.refund_id,
         "balance_after": money.amount_format(credit.balance_after, credit.currency),
         "created_at": credit.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+# --- Reconciliation corrections ---------------------------------------------------------------
+
+# The failure code of a payment reconciliation found unknown to its provider.
+RECONCILED_MISSING_AT_PROVIDER = "reconciled_missing_at_provider"
+
+
+def payment_correct_from_provider(
+    *,
+    payment: Payment,
+    remote: ProviderPayment | None,
+    actor: str,
+    reason: str,
+    source: str = PaymentEvent.Source.ADMIN,
+) -> Payment:
+    """
+    Make a payment what its provider says it is, where the state machine has no move for
+    it: staff taking the provider's state for a reconciliation mismatch. The provider's
+    records are the truth about money taken, so this may end a succeeded payment, revive a
+    failed one whose money the provider holds, or change what was captured.
+
+    `remote` None means the provider has no record of the payment at all: no money was
+    taken, so it becomes `failed` (code `reconciled_missing_at_provider`), never paid.
+
+    Under the row lock, in one transaction: the fields change, the timeline gets a
+    `reconciled` step with before and after and the staff actor, and `payment.reconciled`
+    is announced so the ledger books the difference in money (merchants get no callback
+    for it). Besides `payment_transition`, this is the only place `Payment.status` is
+    assigned; anything the normal machine allows should go through
+    `payment_sync_from_provider` instead. Refused (InvalidState) when the provider's
+    record cannot be our payment's (another currency or provider id), is inconsistent in
+    itself, or would undo refunds we made: those are settled by hand. Taking the same
+    state twice changes nothing the second time.
+    """
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        target = _correction_target(payment, remote)
+        before = _correction_snapshot(payment)
+        changes = {name: value for name, value in target.items() if getattr(payment, name) != value}
+        if not changes:
+            return payment
+        from_status = payment.status
+        for name, value in changes.items():
+            setattr(payment, name, value)
+        fields = {*changes, "updated_at"}
+        if payment.status in COMPLETING_STATUSES and payment.completed_at is None:
+            payment.completed_at = timezone.now()
+            fields.add("completed_at")
+        payment.save(update_fields=sorted(fields))
+        event = payment_event_record(
+            payment=payment,
+            type="reconciled",
+            source=source,
+            actor=actor,
+            from_status=from_status,
+            to_status=payment.status,
+            data={
+                "reason": reason[:500],
+                "before": before,
+                "after": _correction_snapshot(payment),
+                "provider_record": "missing" if remote is None else remote.provider_payment_id,
+            },
+        )
+        from payments.serializers import PaymentOutputSerializer
+
+        # One booking per correction: the timeline step's id names the outcome.
+        outcomes.announce(
+            outcomes.Outcome(
+                type="payment.reconciled",
+                merchant_id=payment.merchant_id,
+                livemode=payment.livemode,
+                object_id=event.pk,
+                data=json.loads(json.dumps(PaymentOutputSerializer(payment).data)),
+            )
+        )
+        return payment
+
+
+def _correction_target(payment: Payment, remote: ProviderPayment | None) -> dict:
+    """The fields a correction sets, or InvalidState when it must be settled by hand."""
+    if remote is None:
+        if payment.amount_refunded:
+            raise InvalidState(
+                f"Payment {payment.pk} has refunds here, but the provider has no record of "
+                "it: settle it by hand."
+            )
+        return {
+            "status": PaymentStatus.FAILED,
+            "amount_captured": Decimal(0),
+            "failure_code": RECONCILED_MISSING_AT_PROVIDER,
+            "failure_message": "The provider has no record of this payment: no money was taken.",
+        }
+    if remote.currency.upper() != payment.currency:
+        raise InvalidState(
+            f"The provider's record is in {remote.currency}, the payment in {payment.currency}: "
+            "a currency is never corrected automatically; settle it by hand."
+        )
+    if (
+        payment.provider_payment_id
+        and remote.provider_payment_id
+        and remote.provider_payment_id != payment.provider_payment_id
+    ):
+        raise InvalidState(
+            f"The provider's record {remote.provider_payment_id} is not this payment's "
+            f"({payment.provider_payment_id})."
+        )
+    taken = remote.status == PaymentStatus.SUCCEEDED
+    captured = (remote.amount_captured or remote.amount) if taken else Decimal(0)
+    if remote.amount <= 0 or captured > remote.amount:
+        raise InvalidState(
+            f"The provider's record is inconsistent (captured {captured} of {remote.amount}): "
+            "settle it by hand."
+        )
+    if payment.amount_refunded > captured:
+        raise InvalidState(
+            f"Payment {payment.pk} has {payment.amount_refunded} refunded here, more than the "
+            f"{captured} the provider reports captured: settle it by hand."
+        )
+    status = remote.status
+    if taken and payment.amount_refunded:
+        status = (
+            PaymentStatus.REFUNDED
+            if payment.amount_refunded >= captured
+            else PaymentStatus.PARTIALLY_REFUNDED
+        )
+    target = {"status": status, "amount": remote.amount, "amount_captured": captured}
+    if remote.provider_payment_id:
+        target["provider_payment_id"] = remote.provider_payment_id
+    if status == PaymentStatus.FAILED:
+        target["failure_code"] = remote.failure_code[:100] or "provider_declined"
+        target["failure_message"] = remote.failure_message[:1000]
+    return target
+
+
+def _correction_snapshot(payment: Payment) -> dict:
+    return {
+        "status": payment.status,
+        "amount": money.amount_format(payment.amount, payment.currency),
+        "amount_captured": money.amount_format(payment.amount_captured, payment.currency),
+        "amount_refunded": money.amount_format(payment.amount_refunded, payment.currency),
+        "currency": payment.currency,
     }

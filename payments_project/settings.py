@@ -96,6 +96,9 @@ SUPPORT_REFUND_LIMITS = env.dict(
     default={"RUB": "5000", "USD": "100", "EUR": "100"},
 )
 
+# The currencies the payments admin offers as filters (any other is found by search).
+ADMIN_CURRENCY_FILTER = env.list("ADMIN_CURRENCY_FILTER", default=["RUB", "USD", "EUR"])
+
 # Covering indexes (INCLUDE) are a PostgreSQL feature; on the embedded SQLite default they
 # are plain indexes, which is all a demo needs, so its warning says nothing useful.
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
@@ -388,4 +391,26 @@ CELERY_BEAT_SCHEDULE["subscriptions-run-due"] = {
     # Renewals, dunning retries, period-end cancellations and expiries come due here.
     "task": "subscriptions.tasks.subscriptions_run_due",
     "schedule": 60.0,
+}
+
+# --- Reconciliation (billing) -------------------------------------------------------------------
+# Provider records are compared with ours in batches of this many (one or two indexed
+# queries each): memory stays bounded whatever the size of the day.
+RECONCILIATION_BATCH_SIZE = env.int("RECONCILIATION_BATCH_SIZE", default=5000)
+# A provider makes its record after ours (Stripe's PaymentIntent only when the buyer
+# confirms, up to a day later): its list is read this much past the run's range.
+RECONCILIATION_PROVIDER_LAG_HOURS = env.int("RECONCILIATION_PROVIDER_LAG_HOURS", default=24)
+# Reports uploaded in the admin are kept in the database for the worker; larger ones go
+# through `manage.py reconcile --report FILE`.
+RECONCILIATION_REPORT_MAX_BYTES = env.int("RECONCILIATION_REPORT_MAX_BYTES", default=20_000_000)
+# A running run with no progress for this long lost its worker and may start over.
+RECONCILIATION_STALE_MINUTES = env.int("RECONCILIATION_STALE_MINUTES", default=30)
+
+from celery.schedules import crontab  # noqa: E402  (kept beside the one entry that uses it)
+
+CELERY_BEAT_SCHEDULE["billing-reconcile-nightly"] = {
+    # Yesterday (UTC) against every enabled provider, once its late webhooks have landed
+    # and before the working day: staff start the morning with the night's mismatches.
+    "task": "billing.tasks.reconciliation_nightly",
+    "schedule": crontab(hour=3, minute=15),
 }

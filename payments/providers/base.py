@@ -4,8 +4,9 @@ it. Adapters take and return these, never SDK objects, so the rest of the code d
 know which provider it is talking to.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -70,6 +71,8 @@ class ProviderPayment:
     failure_message: str = ""
     # The provider's customer the method is saved under, where it needs one (Stripe).
     provider_customer_id: str = ""
+    # When the provider made its record (set by lists, for reconciliation; None elsewhere).
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class ProviderRefund:
     # Our refund id, where the provider keeps it for us (lets a webhook that outruns our
     # own record of the provider's id still find the refund).
     reference: str = ""
+    # When the provider made its record (set by lists, for reconciliation; None elsewhere).
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -186,4 +191,20 @@ class Provider(Protocol):
 
     def webhook_event(self, payload: dict) -> ProviderEvent:
         """What a verified (and stored) payload says; runs again on reprocessing."""
+        ...
+
+    def payments_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderPayment]:
+        """
+        Every payment the provider made in [created_gte, created_lt), with `created_at`
+        set, in the provider's own order. A generator that fetches one page at a time, so
+        a caller walking a million records holds one page, never the list (reconciliation).
+        """
+        ...
+
+    def refunds_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderRefund]:
+        """Every refund the provider made in [created_gte, created_lt); like `payments_list`."""
         ...

@@ -1,6 +1,7 @@
 """Adapter for the built-in sandbox provider (`payments.sandbox`)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from payments import signing
@@ -29,6 +30,8 @@ _STATUS = {
 
 class SandboxProvider:
     name = "sandbox"
+    # The sandbox is on this machine: big pages cost nothing but memory.
+    list_page_size = 5000
 
     def checkout_create(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutResult:
         with _mapped_errors():
@@ -102,6 +105,34 @@ class SandboxProvider:
             )
         return _to_provider_payment(gateway.payment_object(payment))
 
+    def payments_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderPayment]:
+        for obj in self._walk(gateway.payments_list, created_gte, created_lt):
+            yield _to_provider_payment(obj)
+
+    def refunds_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderRefund]:
+        for obj in self._walk(gateway.refunds_list, created_gte, created_lt):
+            yield _to_provider_refund(obj)
+
+    def _walk(self, list_page, created_gte: datetime, created_lt: datetime) -> Iterator[dict]:
+        """Every object of a sandbox list, page after page (`starting_after` the last id)."""
+        after = ""
+        while True:
+            with _mapped_errors():
+                page = list_page(
+                    created_gte=created_gte,
+                    created_lt=created_lt,
+                    starting_after=after,
+                    limit=self.list_page_size,
+                )
+            yield from page["data"]
+            if not page["has_more"] or not page["data"]:
+                return
+            after = page["data"][-1]["id"]
+
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
         try:
             return signing.webhook_verify(gateway.webhook_secret(), body, headers)
@@ -135,6 +166,7 @@ def _to_provider_refund(obj: dict) -> ProviderRefund:
         amount=Decimal(obj["amount"]),
         currency=obj["currency"],
         reference=obj.get("reference", ""),
+        created_at=_moment(obj.get("created")),
     )
 
 
@@ -154,7 +186,12 @@ def _to_provider_payment(obj: dict) -> ProviderPayment:
         card_last4=method.get("last4", ""),
         failure_code=obj.get("failure_code", ""),
         failure_message=obj.get("failure_message", ""),
+        created_at=_moment(obj.get("created")),
     )
+
+
+def _moment(timestamp) -> datetime | None:
+    return datetime.fromtimestamp(int(timestamp), tz=UTC) if timestamp is not None else None
 
 
 class _mapped_errors:

@@ -13,8 +13,10 @@ so the first webhook or sync fills it in and later ones agree with it.
 import functools
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import stripe
@@ -91,6 +93,8 @@ def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
 
 class StripeProvider:
     name = "stripe"
+    # Stripe's largest page (`limit` is 1 to 100).
+    list_page_size = 100
 
     @property
     def livemode(self) -> bool:
@@ -306,6 +310,50 @@ class StripeProvider:
                 failure_message=exc.user_message or "",
             )
 
+    # --- Lists (reconciliation) -----------------------------------------------------------
+
+    def payments_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderPayment]:
+        """
+        Every PaymentIntent made in the range, newest first as Stripe lists them, one page
+        (`starting_after` the last id) at a time. Our payment id is in its metadata; an
+        intent without it (made outside this platform) comes back with no reference.
+        """
+        for intent in self._walk(self._stripe.v1.payment_intents.list, created_gte, created_lt):
+            with _api():  # an object we cannot read is a transient error, as everywhere
+                created = _moment(intent["created"])
+                payment = replace(_payment_from_intent(intent), created_at=created)
+            yield payment
+
+    def refunds_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderRefund]:
+        for obj in self._walk(self._stripe.v1.refunds.list, created_gte, created_lt):
+            with _api():
+                refund = replace(_refund_from_object(obj), created_at=_moment(obj["created"]))
+            yield refund
+
+    def _walk(self, list_call, created_gte: datetime, created_lt: datetime) -> Iterator[dict]:
+        # Stripe's `created` is whole seconds: round outwards, the caller filters exactly.
+        params: dict = {
+            "created": {
+                "gte": math.floor(created_gte.timestamp()),
+                "lt": math.ceil(created_lt.timestamp()),
+            },
+            "limit": self.list_page_size,
+        }
+        while True:
+            with _api():
+                page = list_call(params).to_dict()
+                data = page["data"]
+                if not isinstance(data, list):
+                    raise TypeError("data must be a list")
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            params = {**params, "starting_after": data[-1]["id"]}
+
     # --- Webhooks ---------------------------------------------------------------------
 
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
@@ -497,6 +545,12 @@ def _ours(payment: ProviderPayment | None, object_id: str) -> ProviderPayment:
             code="resource_missing",
         )
     return payment
+
+
+def _moment(timestamp) -> datetime:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        raise TypeError("created must be a Unix timestamp")
+    return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
 def _intent_id(value: str) -> str:

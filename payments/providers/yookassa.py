@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote
 
@@ -120,6 +121,8 @@ _EVENT = re.compile(r"[a-z_]{1,40}\.[a-z_]{1,58}")
 
 class YooKassaProvider:
     name = "yookassa"
+    # YooKassa's largest page (`limit` is 1 to 100).
+    list_page_size = 100
 
     def checkout_create(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutResult:
         """
@@ -239,6 +242,42 @@ class YooKassaProvider:
                 payment, status="failed", failure_code=payment.failure_code or "payment_canceled"
             )
         return payment
+
+    def payments_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderPayment]:
+        """
+        Every payment made in the range, newest first as YooKassa lists them, page by page
+        (`cursor` = the previous page's `next_cursor`). Our payment id is in its metadata.
+        """
+        for obj in self._walk("/payments", created_gte, created_lt):
+            yield replace(_to_provider_payment(obj), created_at=_created(obj))
+
+    def refunds_list(
+        self, *, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[ProviderRefund]:
+        """Every refund made in the range; YooKassa keeps no reference of ours on them."""
+        for obj in self._walk("/refunds", created_gte, created_lt):
+            yield replace(_to_provider_refund(obj), created_at=_created(obj))
+
+    def _walk(self, path: str, created_gte: datetime, created_lt: datetime) -> Iterator[dict]:
+        params = {
+            "created_at.gte": _iso(created_gte),
+            "created_at.lt": _iso(created_lt),
+            "limit": self.list_page_size,
+        }
+        while True:
+            page = _call(HttpVerb.GET, path, params=params)
+            items = page.get("items")
+            cursor = page.get("next_cursor")
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ProviderTransientError(
+                    "YooKassa answered a list without items.", code="provider_bad_response"
+                )
+            yield from items
+            if not cursor or not items:
+                return
+            params = {**params, "cursor": str(cursor)}
 
     def webhook_verify(self, body: bytes, headers: Mapping[str, str], source_ip: str) -> dict:
         if not address_in(source_ip, settings.YOOKASSA_WEBHOOK_ALLOWED_IPS):
@@ -365,14 +404,21 @@ def _client() -> _BoundedApiClient:
     )
 
 
-def _call(method: str, path: str, *, body: dict | None = None, idempotency_key: str = "") -> dict:
+def _call(
+    method: str,
+    path: str,
+    *,
+    body: dict | None = None,
+    idempotency_key: str = "",
+    params: dict | None = None,
+) -> dict:
     headers = None
     if method == HttpVerb.POST:
         if not idempotency_key:
             raise ValueError("Every YooKassa POST needs an idempotency key.")
         headers = {"Idempotence-Key": idempotency_key}
     with _mapped_errors():
-        answer = _client().request(method, path, None, headers, body)
+        answer = _client().request(method, path, params, headers, body)
     if not isinstance(answer, dict):
         raise ProviderTransientError(
             "YooKassa answered with something other than an object.", code="provider_bad_response"
@@ -577,6 +623,23 @@ def _to_provider_refund(obj: Mapping) -> ProviderRefund:
         raise ProviderTransientError(
             f"YooKassa sent a refund we cannot read: {exc!r}", code="provider_bad_response"
         ) from None
+
+
+def _iso(moment: datetime) -> str:
+    """A time as YooKassa writes them: UTC, milliseconds, `Z` (2018-07-18T10:51:18.139Z)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _created(obj: Mapping) -> datetime:
+    try:
+        moment = datetime.fromisoformat(_text(obj["created_at"]))
+        if moment.tzinfo is None:
+            raise ValueError("created_at has no time zone")
+    except (KeyError, ValueError) as exc:
+        raise ProviderTransientError(
+            f"YooKassa sent an object we cannot read: {exc!r}", code="provider_bad_response"
+        ) from None
+    return moment
 
 
 def _amount(obj: Mapping) -> tuple[Decimal, str]:

@@ -18,10 +18,12 @@ from decimal import Decimal
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from payments import signing
+from payments.ids import ulid_floor
 from payments.models import SandboxEvent, SandboxPayment, SandboxPaymentMethod, SandboxRefund
 from payments_project.celery import enqueue_on_commit
 
@@ -255,7 +257,115 @@ def refund_object(refund: SandboxRefund) -> dict:
         "status": refund.status,
         "amount": str(refund.amount),
         "currency": refund.payment.currency,
+        "created": _timestamp(refund.created_at),
     }
+
+
+# --- Lists (what a provider's list API gives; reconciliation reads them) --------------------
+
+LIST_LIMIT_MAX = 5000
+
+# No timestamps and no Decimals: decoding them is most of the cost of a long list. A
+# sandbox object's creation time is its id's (a ULID), exact to the millisecond, and the
+# amounts leave as the strings the answer carries anyway, written by the database.
+_PAYMENT_LIST_FIELDS = (
+    "id", "reference", "status", "amount_text", "currency", "manual_capture",
+    "amount_captured_text", "amount_refunded_text", "payment_method_id",
+    "payment_method__card_brand", "payment_method__card_last4", "failure_code",
+    "failure_message",
+)  # fmt: skip
+_AS_TEXT = {
+    f"{name}_text": Cast(name, TextField())
+    for name in ("amount", "amount_captured", "amount_refunded")
+}
+_CROCKFORD = {char: value for value, char in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+
+
+def payments_list(*, created_gte, created_lt, starting_after: str = "", limit: int = 100) -> dict:
+    """
+    One page of the sandbox's payments made in [created_gte, created_lt), oldest first,
+    shaped like a provider's list answer (`data`, `has_more`); the next page starts after
+    the last id. Rows are read as plain tuples, not models: a reconciliation walks
+    millions of them.
+    """
+    rows = _page(SandboxPayment, "sbx_pay", created_gte, created_lt, starting_after, limit)
+    rows = list(rows.annotate(**_AS_TEXT).values_list(*_PAYMENT_LIST_FIELDS)[: limit + 1])
+    return {
+        "object": "list",
+        "data": [_payment_object_from_row(row) for row in rows[:limit]],
+        "has_more": len(rows) > limit,
+    }
+
+
+def refunds_list(*, created_gte, created_lt, starting_after: str = "", limit: int = 100) -> dict:
+    """One page of the sandbox's refunds made in [created_gte, created_lt), like `payments_list`."""
+    rows = _page(SandboxRefund, "sbx_re", created_gte, created_lt, starting_after, limit)
+    fields = ("id", "payment_id", "reference", "status", "amount", "payment__currency")
+    rows = list(rows.values_list(*fields)[: limit + 1])
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": refund_id,
+                "object": "sandbox.refund",
+                "payment": payment_id,
+                "reference": reference,
+                "status": status,
+                "amount": str(amount),
+                "currency": currency,
+                "created": _id_timestamp(refund_id),
+            }
+            for refund_id, payment_id, reference, status, amount, currency in rows[:limit]
+        ],
+        "has_more": len(rows) > limit,
+    }
+
+
+def _page(model, prefix: str, created_gte, created_lt, starting_after: str, limit: int):
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise SandboxError(f"limit must be between 1 and {LIST_LIMIT_MAX}.", "parameter_invalid")
+    # Ids are ULIDs that start with the creation time, so the time range is an id range:
+    # every page is a seek on the primary key, the millionth as cheap as the first.
+    rows = model.objects.filter(
+        pk__gte=f"{prefix}_{ulid_floor(created_gte)}", pk__lt=f"{prefix}_{ulid_floor(created_lt)}"
+    )
+    if starting_after:
+        rows = rows.filter(pk__gt=starting_after)
+    return rows.order_by("pk")
+
+
+def _payment_object_from_row(row: tuple) -> dict:
+    (
+        payment_id, reference, status, amount, currency, manual_capture, amount_captured,
+        amount_refunded, method_id, brand, last4, failure_code, failure_message,
+    ) = row  # fmt: skip
+    return {
+        "id": payment_id,
+        "object": "sandbox.payment",
+        "reference": reference,
+        "status": status,
+        "amount": amount,
+        "currency": currency,
+        "manual_capture": manual_capture,
+        "amount_captured": amount_captured,
+        "amount_refunded": amount_refunded,
+        "payment_method": {"id": method_id, "brand": brand, "last4": last4} if method_id else None,
+        "failure_code": failure_code,
+        "failure_message": failure_message,
+        "created": _id_timestamp(payment_id),
+    }
+
+
+def _timestamp(moment) -> int | None:
+    return int(moment.timestamp()) if moment else None
+
+
+def _id_timestamp(object_id: str) -> int:
+    """The Unix time (seconds) an id was made: its ULID's first 48 bits are milliseconds."""
+    milliseconds = 0
+    for char in object_id.rpartition("_")[2][:10]:
+        milliseconds = milliseconds * 32 + _CROCKFORD[char]
+    return milliseconds // 1000
 
 
 # --- The hosted checkout page -------------------------------------------------------------
@@ -357,7 +467,8 @@ def payment_object(payment: SandboxPayment) -> dict:
         ),
         "failure_code": payment.failure_code,
         "failure_message": payment.failure_message,
-        "updated": int(payment.updated_at.timestamp()) if payment.updated_at else None,
+        "created": _timestamp(payment.created_at),
+        "updated": _timestamp(payment.updated_at),
     }
 
 

@@ -97,3 +97,17 @@ def test_seed_demo_sells_the_three_cinema_plans():
 
 def test_run_subscriptions_prints_a_summary():
     assert run("run_subscriptions").strip() == "Subscriptions advanced: 0, failed: 0"
+
+
+def test_seed_demo_makes_a_support_and_a_finance_login_that_work(client):
+    demo = json.loads(run("seed_demo", "--json"))
+
+    assert set(demo["role_users"]) == {"support", "finance"}
+    for username, password in demo["role_users"].items():
+        client.logout()
+        login = client.post(
+            "/admin/login/?next=/admin/", {"username": username, "password": password}
+        )
+        assert login.status_code == 302, username
+        assert client.get("/admin/payments/payment/").status_code == 200
+    assert json.loads(run("seed_demo", "--json"))["role_users"] == demo["role_users"]

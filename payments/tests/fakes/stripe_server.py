@@ -5,10 +5,12 @@ SDK talks to, speaking Stripe's wire format (form-encoded requests with brackete
 shapes them) and recording every request for assertions.
 
 Only what our adapter uses is implemented: Checkout Sessions (create, retrieve, expire),
-PaymentIntents (create off-session, retrieve with `expand[]`, capture, cancel) and refunds
-(create, list). Test controls play the parts Stripe's servers and the buyer would: completing
-or failing a Checkout page, saved cards that decline, scripted error responses, a slow
-network, and event payloads built from the fake's current state.
+PaymentIntents (create off-session, retrieve with `expand[]`, capture, cancel, list) and
+refunds (create, list). Lists behave as Stripe's do: newest first, `created` filters
+(`gt`/`gte`/`lt`/`lte` or an exact second), `limit` 1 to 100 (default 10), `starting_after`
+an id of the list, and `has_more`. Test controls play the parts Stripe's servers and the
+buyer would: completing or failing a Checkout page, saved cards that decline, scripted
+error responses, a slow network, and event payloads built from the fake's current state.
 """
 
 import json
@@ -129,6 +131,23 @@ def _as_int(form: dict, name: str, *, required: bool = True) -> int | None:
 def _expand_list(params: dict) -> list:
     expand = params.get("expand") or []
     return expand if isinstance(expand, list) else [expand]
+
+
+def _created_matches(created: int, condition) -> bool:
+    """Stripe's `created` list filter: an exact second, or a dict of gt/gte/lt/lte."""
+    if condition is None:
+        return True
+    if isinstance(condition, str):
+        return created == _as_int({"created": condition}, "created")
+    if not isinstance(condition, dict) or not set(condition) <= {"gt", "gte", "lt", "lte"}:
+        raise _invalid("Invalid created: use gt, gte, lt or lte.", param="created")
+    bounds = {name: _as_int(condition, name) for name in condition}
+    return (
+        created > bounds.get("gt", created - 1)
+        and created >= bounds.get("gte", created)
+        and created < bounds.get("lt", created + 1)
+        and created <= bounds.get("lte", created)
+    )
 
 
 def _public(obj: dict) -> dict:
@@ -414,6 +433,7 @@ class FakeStripe:
             ("GET", r"/v1/checkout/sessions/(?P<id>[^/]+)", self._sessions_retrieve),
             ("POST", r"/v1/checkout/sessions/(?P<id>[^/]+)/expire", self._sessions_expire),
             ("POST", r"/v1/payment_intents", self._intents_create),
+            ("GET", r"/v1/payment_intents", self._intents_list),
             ("GET", r"/v1/payment_intents/(?P<id>[^/]+)", self._intents_retrieve),
             ("POST", r"/v1/payment_intents/(?P<id>[^/]+)/capture", self._intents_capture),
             ("POST", r"/v1/payment_intents/(?P<id>[^/]+)/cancel", self._intents_cancel),
@@ -655,18 +675,60 @@ class FakeStripe:
         return 200, _public(refund)
 
     def _refunds_list(self, params: dict) -> tuple[int, dict]:
-        limit = _as_int(params, "limit", required=False) or 10
         matching = [
-            _public(r)
-            for r in sorted(self.refunds.values(), key=lambda r: r["created"], reverse=True)
-            if r["charge"] == params.get("charge", r["charge"])
-            and r["payment_intent"] == params.get("payment_intent", r["payment_intent"])
+            refund
+            for refund in self.refunds.values()
+            if refund["charge"] == params.get("charge", refund["charge"])
+            and refund["payment_intent"] == params.get("payment_intent", refund["payment_intent"])
         ]
-        return 200, {
+        return 200, self._list(matching, params, "/v1/refunds", _public)
+
+    def _intents_list(self, params: dict) -> tuple[int, dict]:
+        matching = [
+            intent
+            for intent in self.intents.values()
+            if intent["customer"] == params.get("customer", intent["customer"])
+        ]
+        expand = [
+            name.removeprefix("data.")
+            for name in _expand_list(params)
+            if isinstance(name, str) and name.startswith("data.")
+        ]
+        return 200, self._list(
+            matching, params, "/v1/payment_intents", lambda i: self._intent_view(i, expand)
+        )
+
+    def _list(self, objects: list[dict], params: dict, url: str, view) -> dict:
+        """A page of a Stripe list: newest first, filtered by `created`, after a cursor."""
+        limit = _as_int(params, "limit", required=False)
+        limit = 10 if limit is None else limit
+        if not 1 <= limit <= 100:
+            raise _invalid(
+                f"This value must be between 1 and 100 (it currently is '{limit}').",
+                param="limit",
+            )
+        # Insertion order breaks ties within a second, as Stripe's own order does.
+        ordered = [
+            obj
+            for _, obj in sorted(
+                enumerate(objects), key=lambda pair: (pair[1]["created"], pair[0]), reverse=True
+            )
+            if _created_matches(obj["created"], params.get("created"))
+        ]
+        after = params.get("starting_after")
+        if after is not None:
+            ids = [obj["id"] for obj in ordered]
+            known = after in ids or any(after in store for store in (self.intents, self.refunds))
+            if not known:
+                raise _invalid(
+                    f"No such object: '{after}'", code="resource_missing", param="starting_after"
+                )
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+        return {
             "object": "list",
-            "url": "/v1/refunds",
-            "has_more": len(matching) > limit,
-            "data": matching[:limit],
+            "url": url,
+            "has_more": len(ordered) > limit,
+            "data": [view(obj) for obj in ordered[:limit]],
         }
 
     # --- The HTTP side --------------------------------------------------------------------

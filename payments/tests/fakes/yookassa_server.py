@@ -6,6 +6,10 @@ It speaks the documented wire format: HTTP Basic auth with the shop id and secre
 gets the first answer again; the same key with another body is a 400), JSON bodies, and
 YooKassa's error shape `{"type": "error", "id", "code", "description", "parameter"?}`.
 
+Lists (`GET /payments`, `GET /refunds`) answer `{"type": "list", "items", "next_cursor"}`,
+newest first, filtered by `created_at.gte|gt|lte|lt` (ISO 8601), `limit` 1 to 100 (default
+10) and an opaque `cursor` (the previous page's `next_cursor`), as YooKassa documents them.
+
 Every request is recorded (`requests`) before anything else happens to it. Tests play the
 buyer and the banks through `pay`, `cancel_with` and `decline_saved_method`, and inject
 failures with `queue_error`, `queue_response` (served to the next requests, in order) and
@@ -20,11 +24,11 @@ import sys
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 ERROR_CODES = {
     400: "invalid_request",
@@ -63,6 +67,7 @@ class RecordedRequest:
     headers: dict  # names in lower case
     json: object  # the parsed body; None without one
     body: bytes
+    query: dict = field(default_factory=dict)
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -232,12 +237,14 @@ class FakeYooKassa:
             parsed = json.loads(raw) if raw else None
         except ValueError:
             parsed = _UNPARSABLE
+        parts = urlsplit(handler.path)
         request = RecordedRequest(
             method=handler.command,
-            path=urlsplit(handler.path).path,
+            path=parts.path,
             headers={name.lower(): value for name, value in handler.headers.items()},
             json=parsed,
             body=raw,
+            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
         )
         with self._lock:
             self.requests.append(request)
@@ -300,6 +307,9 @@ class FakeYooKassa:
         body = request.json if request.json is not None else {}
         if not isinstance(body, dict):
             raise _invalid("The request body must be a JSON object.")
+        if request.method == "GET" and request.path in ("/v3/payments", "/v3/refunds"):
+            store = self.payments if request.path == "/v3/payments" else self.refunds
+            return self._list(store, request.query)
         routes = [
             ("POST", r"/v3/payments", self._payment_create),
             ("GET", r"/v3/payments/([^/]+)", self._payment_get),
@@ -447,6 +457,41 @@ class FakeYooKassa:
             raise _Refusal(404, "Refund doesn't exist or access denied.")
         return refund
 
+    def _list(self, store: dict[str, dict], query: dict) -> dict:
+        """A page of a list: newest first, filtered by creation time, after the cursor."""
+        limit = query.get("limit", "10")
+        if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= 100:
+            raise _invalid("limit must be from 1 to 100.", "limit")
+        bounds = {}
+        for name, value in query.items():
+            if name.startswith("created_at."):
+                operator = name.removeprefix("created_at.")
+                if operator not in ("gte", "gt", "lte", "lt"):
+                    raise _invalid(f"Unknown filter {name}.", name)
+                bounds[operator] = _moment(value, name)
+        objects = [
+            obj
+            for _, obj in sorted(
+                enumerate(store.values()),
+                key=lambda pair: (_moment(pair[1]["created_at"], "created_at"), pair[0]),
+                reverse=True,
+            )
+            if _within(_moment(obj["created_at"], "created_at"), bounds)
+            and obj.get("payment_id") == query.get("payment_id", obj.get("payment_id"))
+        ]
+        if "cursor" in query:
+            try:
+                after = base64.urlsafe_b64decode(query["cursor"].encode()).decode()
+                start = [obj["id"] for obj in objects].index(after) + 1
+            except (ValueError, UnicodeDecodeError):
+                raise _invalid("The cursor is not valid.", "cursor") from None
+            objects = objects[start:]
+        page = objects[: int(limit)]
+        answer = {"type": "list", "items": copy.deepcopy(page)}
+        if len(objects) > len(page):
+            answer["next_cursor"] = base64.urlsafe_b64encode(page[-1]["id"].encode()).decode()
+        return answer
+
     # --- State changes -----------------------------------------------------------------------
 
     def _find_payment(self, payment_id: str) -> dict:
@@ -556,6 +601,26 @@ def _check_receipt(receipt, amount: dict) -> None:
         raise _invalid("tax_system_code must be 1 to 6.", "receipt.tax_system_code")
     if total != Decimal(amount["value"]):
         raise _invalid("The receipt's items do not add up to the payment amount.", "receipt.items")
+
+
+def _moment(value, parameter: str) -> datetime:
+    """An ISO 8601 time with a zone, as YooKassa writes and accepts them."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"{parameter} must be an ISO 8601 time.", parameter) from None
+    if moment.tzinfo is None:
+        raise _invalid(f"{parameter} needs a time zone.", parameter)
+    return moment
+
+
+def _within(moment: datetime, bounds: dict) -> bool:
+    return (
+        ("gte" not in bounds or moment >= bounds["gte"])
+        and ("gt" not in bounds or moment > bounds["gt"])
+        and ("lte" not in bounds or moment <= bounds["lte"])
+        and ("lt" not in bounds or moment < bounds["lt"])
+    )
 
 
 def _now() -> str:
