@@ -9,8 +9,8 @@ from django.utils import timezone
 from billing import reconciliation
 from billing.models import ReconciliationRun
 from payments.errors import PaymentError
+from payments.progress import progress_bar
 
-BAR_WIDTH = 30
 # Exit statuses: 1 a failure (the run could not be made or did not finish), 2 mismatches
 # found with --fail-on-mismatch. Finding mismatches is otherwise a success: the run worked.
 EXIT_MISMATCHES = 2
@@ -109,8 +109,8 @@ class Command(BaseCommand):
         seen = progress.records_seen
         if progress.records_total:
             done = min(seen, progress.records_total) / progress.records_total
-            bar = "#" * int(done * BAR_WIDTH)
-            line = f"[{bar:<{BAR_WIDTH}}] {done:4.0%} {seen:,}/{progress.records_total:,} records"
+            bar = progress_bar(seen, progress.records_total)
+            line = f"{bar} {done:4.0%} {seen:,}/{progress.records_total:,} records"
         else:
             line = f"{seen:,} provider records read"
         line += (

@@ -1,24 +1,19 @@
 import json
-import random
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.ledger import _booking_for
+from billing.ledger import ledger_book_bulk
 from billing.models import LedgerEntry, LedgerTransaction
 from payments.demo_bulk import (
     MoneyMove,
     demo_payments_bulk,
     demo_payments_bulk_count,
-    demo_ulid_at,
-    rows_insert,
     tables_analyze,
 )
+from payments.progress import progress_bar
 from subscriptions.demo import demo_seed_all
-
-# Ledger ids need no reproducibility, only unpredictability (as `payments.ids`).
-_ids = random.SystemRandom()
 
 
 class Command(BaseCommand):
@@ -119,54 +114,8 @@ class Command(BaseCommand):
         }
 
 
-def ledger_book_bulk(moves: list[MoneyMove]) -> int:
-    """
-    Book bulk money outcomes exactly as `billing.ledger.ledger_book` would, one by one:
-    the same booking rule (`_booking_for`), one `LedgerTransaction` per outcome (kind and
-    reference) with its two balanced entries, dated when the money moved, and inserted
-    with COPY instead of two INSERTs and a savepoint each. In the caller's transaction.
-    Returns the number of transactions booked.
-
-    It belongs next to `ledger_book` in billing; it lives here, at the top of the import
-    graph, because payments may not import billing.
-    """
-    transactions, entries = [], []
-    for move in moves:
-        outcome, at = move.outcome, move.at
-        booking = _booking_for(outcome)
-        if booking is None:
-            continue
-        transaction_id = f"ltx_{demo_ulid_at(at, _ids)}"
-        transactions.append(
-            (
-                transaction_id,
-                outcome.merchant_id,
-                outcome.livemode,
-                outcome.type,
-                outcome.object_id,
-                booking.payment_id,
-                booking.description[:500],
-                at,
-            )
-        )
-        entries.append((transaction_id, booking.debit, booking.currency, booking.amount, at))
-        entries.append((transaction_id, booking.credit, booking.currency, -booking.amount, at))
-    rows_insert(
-        LedgerTransaction,
-        ["id", "merchant_id", "livemode", "kind", "reference", "payment_id", "description",
-         "created_at"],
-        transactions,
-    )  # fmt: skip
-    rows_insert(
-        LedgerEntry, ["transaction_id", "account", "currency", "amount", "created_at"], entries
-    )
-    return len(transactions)
-
-
 class _ProgressBar:
     """`[#####     ] 350,000/1,000,000  12,345/s` on one line of stderr, redrawn in place."""
-
-    WIDTH = 30
 
     def __init__(self, stream, total: int):
         self.stream, self.total, self.done = stream, total, 0
@@ -176,11 +125,9 @@ class _ProgressBar:
 
     def update(self, done: int, total: int) -> None:
         self.done = done
-        filled = self.WIDTH * done // total
         rate = done / max(time.monotonic() - self.started, 1e-6)
         self.stream.write(
-            f"\r[{'#' * filled}{' ' * (self.WIDTH - filled)}] {done:,}/{total:,}  {rate:,.0f}/s",
-            ending="",
+            f"\r{progress_bar(done, total)} {done:,}/{total:,}  {rate:,.0f}/s", ending=""
         )
         self.stream.flush()
 
