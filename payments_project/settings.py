@@ -7,6 +7,7 @@ tasks executed eagerly in-process, a local-memory cache and the sandbox provider
 `DATABASE_URL`, `REDIS_URL` and friends turns it into the production set.
 """
 
+import re
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +62,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Near the top, so every line logged below it (sessions, auth, views, eager tasks)
+    # carries the request id, and its timing covers almost the whole request.
+    "payments_project.request_id.RequestIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -220,6 +224,15 @@ if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 
 # --- API ------------------------------------------------------------------------------
+# Rate limits ("<requests>/<s|m|h|d>"), answered 429 with Retry-After: per API key or
+# customer session on the API; per source address on the webhook views, which anyone can
+# reach without a key (a provider's retries come back later, so a limit costs them nothing).
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="100/s")
+WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="20/s")
+for _rate in ("API_RATE_LIMIT", "WEBHOOK_RATE_LIMIT"):
+    if not re.fullmatch(r"[1-9][0-9]*/[smhd]", globals()[_rate]):
+        raise ImproperlyConfigured(f"{_rate} must look like 100/s, 600/m, 10000/h or 1000/d.")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.permissions.IsSecretKey"],
@@ -229,6 +242,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "payments.pagination.IdCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "payments.exception_handlers.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["payments.throttling.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
     "COERCE_DECIMAL_TO_STRING": True,
@@ -278,14 +292,30 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# `json`: one object a line, for the log pipeline; `text`: readable, for `make run`.
+# Both mask card numbers, keys, tokens, emails and phones, and name the request id.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "payments_project.logging.RequestIdFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "payments_project.logging.JsonFormatter"},
+        "text": {
+            "()": "payments_project.logging.MaskingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -1,3 +1,6 @@
+import math
+
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -7,6 +10,7 @@ from payments.errors import ErrorCode
 from payments.exception_handlers import error_body, request_too_large_body
 from payments.network import client_ip
 from payments.providers.base import WebhookVerificationError
+from payments.throttling import rate_take
 from webhooks import services
 
 
@@ -24,6 +28,13 @@ def receive(request, provider: str):
             status=405,
         )
         response["Allow"] = "POST"
+        return response
+    wait = rate_take("webhooks", client_ip(request), settings.WEBHOOK_RATE_LIMIT)
+    if wait:
+        response = JsonResponse(
+            error_body(ErrorCode.RATE_LIMITED, "Too many requests; try again later."), status=429
+        )
+        response["Retry-After"] = str(math.ceil(wait))
         return response
     try:
         body = request.body

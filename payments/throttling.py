@@ -1,0 +1,64 @@
+"""
+Rate limits: per API key (or customer session) on the API, per source address on the
+unauthenticated webhook views. Fixed windows counted with the cache's atomic increment,
+so every web process (Redis in production) counts against the same budget; a refusal is
+429 `rate_limited` with `Retry-After`.
+"""
+
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle
+
+from payments.network import client_ip
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def rate_parse(rate: str) -> tuple[int, int]:
+    """`"100/s"`, `"600/m"` → (requests, seconds). Raises ValueError for anything else."""
+    count, _, period = rate.partition("/")
+    if not count.isdigit() or int(count) < 1 or period[:1] not in _PERIODS:
+        raise ValueError(f"A rate is '<requests>/<s|m|h|d>', not '{rate}'.")
+    return int(count), _PERIODS[period[:1]]
+
+
+def rate_take(scope: str, ident: str, rate: str) -> float:
+    """
+    Count one request of `ident` against `rate`. Returns 0 when allowed, else the seconds
+    until its window ends (what `Retry-After` says).
+    """
+    limit, period = rate_parse(rate)
+    now = time.time()
+    window = int(now // period)
+    key = f"throttle:{scope}:{ident}:{window}"
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr: this request opens the window
+        cache.set(key, 1, timeout=period + 1)
+        count = 1
+    if count <= limit:
+        return 0.0
+    return (window + 1) * period - now
+
+
+class ApiRateThrottle(BaseThrottle):
+    """`API_RATE_LIMIT` per credential: each key, and each customer session, has its own."""
+
+    scope = "api"
+
+    def allow_request(self, request, view):
+        principal = request.user
+        ident = (
+            principal.pk
+            if getattr(principal, "is_authenticated", False)
+            else f"ip:{client_ip(request)}"
+        )
+        self._wait = rate_take(self.scope, ident, settings.API_RATE_LIMIT)
+        return self._wait == 0
+
+    def wait(self):
+        return math.ceil(self._wait) or None
