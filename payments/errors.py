@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     PARAMETER_UNKNOWN = ("parameter_unknown", 400, ErrorType.INVALID_REQUEST)
     PARSE_ERROR = ("parse_error", 400, ErrorType.INVALID_REQUEST)
     PROVIDER_NOT_ENABLED = ("provider_not_enabled", 400, ErrorType.INVALID_REQUEST)
+    CARD_NUMBER_REFUSED = ("card_number_refused", 400, ErrorType.INVALID_REQUEST)
     # 401 / 403
     AUTHENTICATION_REQUIRED = ("authentication_required", 401, ErrorType.AUTHENTICATION)
     INVALID_API_KEY = ("invalid_api_key", 401, ErrorType.AUTHENTICATION)

@@ -11,6 +11,7 @@ import logging
 import re
 from datetime import UTC, datetime
 
+from payments.cards import card_numbers_masked
 from payments_project.request_id import request_id_get
 
 # --- Masking ------------------------------------------------------------------------------
@@ -23,48 +24,11 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _API_KEY = re.compile(r"\b(sk_live_|sk_test_|rk_live_|rk_test_|pk_live_|pk_test_|pk_)[A-Za-z0-9]+")
 _WEBHOOK_SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+")
 _EMAIL = re.compile(
-    r"\b([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+    r"\b([A-Za-z0-9])[A-Za-z0-9._%+-]*?(?:@|%40)([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
 )
-# 13 to 19 digits, optionally grouped by single spaces or dashes, not part of a longer
-# word: our ids (`pay_01M…`) and ULIDs are letters and digits glued together, so their
-# digits never stand alone.
-_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9_])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9_])")
 # International numbers only (a leading `+`): bare digit groups are too often amounts,
 # order numbers or dates to be called phones.
 _PHONE = re.compile(r"(?<![A-Za-z0-9_+])\+\d(?:[ ().-]{0,2}\d){6,14}(?![0-9])")
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
-def _pan_masked(digits: str) -> str:
-    return f"•••• {digits[-4:]}"
-
-
-def _digit_run_masked(match: re.Match) -> str:
-    text = match.group(0)
-    digits = re.sub(r"\D", "", text)
-    if luhn_valid(digits):
-        return _pan_masked(digits)
-    # Grouped digits may be a card number with something beside it ("4242 4242 4242 4242
-    # 12"): look for a Luhn-valid card among whole groups, longest first.
-    parts = re.split(r"([ -])", text)
-    groups = parts[::2]
-    for size in range(len(groups), 0, -1):
-        for start in range(len(groups) - size + 1):
-            window = "".join(groups[start : start + size])
-            if 13 <= len(window) <= 19 and luhn_valid(window):
-                before = "".join(parts[: start * 2])
-                after = "".join(parts[(start + size) * 2 - 1 :])
-                return before + _pan_masked(window) + after
-    return text
 
 
 def mask(text: str) -> str:
@@ -77,7 +41,7 @@ def mask(text: str) -> str:
     text = _API_KEY.sub(r"\1…", text)
     text = _WEBHOOK_SECRET.sub("whsec_…", text)
     text = _EMAIL.sub(r"\1***@\2", text)
-    text = _DIGIT_RUN.sub(_digit_run_masked, text)
+    text = card_numbers_masked(text)
     text = _PHONE.sub("[phone]", text)
     return text
 
@@ -101,7 +65,10 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
-            record.request_id = request_id_get()
+            # Django logs a request's 4xx/5xx after the middleware has finished with it,
+            # but passes the request along.
+            request = getattr(record, "request", None)
+            record.request_id = getattr(request, "request_id", None) or request_id_get()
         return True
 
 
