@@ -31,6 +31,12 @@ RUN DJANGO_ENV_FILE= DEBUG=false SECRET_KEY=build-time-collectstatic-only \
     python manage.py collectstatic --noinput --verbosity 0 \
     && chown -R app:app /app
 
+# Prometheus multiprocess mode: the processes of one container (gunicorn workers, the Celery
+# pool) write their counts here and a scrape adds them up. gunicorn and the worker empty it
+# when they start; docker-compose.yml mounts a fresh tmpfs over it as well.
+RUN mkdir -p /tmp/prometheus && chown app:app /tmp/prometheus
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+
 USER app
 ENV WHITENOISE_USE_FINDERS=false
 EXPOSE 8000

@@ -9,7 +9,7 @@ PORT ?= 8000
 # Settings for commands make runs outside pytest (pytest takes its own from pytest.ini).
 CHECK_ENV := DJANGO_ENV_FILE= DEBUG=false SECRET_KEY=makemigrations-check-only
 
-.PHONY: run test install install-dev services pdf-libs lint format migrate seed clean
+.PHONY: run test install install-dev services pdf-libs lint audit format migrate seed clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,15 +54,32 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(CHECK_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 
+# Known vulnerabilities in what is installed (scripts/audit_dependencies.sh says what it
+# could and could not check; AUDIT_STRICT=1 fails when the advisory service is unreachable).
+audit: $(VENV)/.installed-dev
+	@BIN=$(BIN) bash scripts/audit_dependencies.sh
+
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # pytest exits 5 when it collected nothing; that is a failure here, never a pass.
-test: $(VENV)/.installed-dev services lint
+test: $(VENV)/.installed-dev services lint audit
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
 	exit $$rc
+
+# Benchmarks (bench/run.py): the production set on this machine under wrk; writes
+# bench/RESULTS.md. Needs PostgreSQL and Redis (started if stopped); installs wrk (Debian)
+# and py-spy (requirements-bench.txt) when missing. BENCH_ARGS=--quick for a short run.
+$(VENV)/.installed-bench: requirements.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $@ $(VENV)/.installed
+
+bench: $(VENV)/.installed-bench
+	@bash scripts/ensure_services.sh
+	@bash scripts/ensure_wrk.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

@@ -110,6 +110,11 @@ def anonymous_api():
     return APIClient()
 
 
+def task_sends(callbacks) -> list:
+    """The on-commit callbacks (from `django_capture_on_commit_callbacks`) that queue a task."""
+    return [c for c in callbacks if c.__qualname__ == "enqueue_on_commit.<locals>.send"]
+
+
 def run_concurrently(count: int, work) -> list:
     """
     Call `work()` from `count` threads released at the same instant (a barrier), each on

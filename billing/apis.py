@@ -11,11 +11,13 @@ from billing import selectors
 from billing.filters import InvoiceFilter
 from billing.serializers import InvoiceOutputSerializer
 from payments.apis import LIST_PARAMETERS, paginated_response
+from payments.pagination import IdCursorPagination
 from payments.permissions import IsSecretKeyOrCustomerReader
 
 
 class InvoiceListApi(APIView):
     permission_classes = [IsSecretKeyOrCustomerReader]
+    pagination_class = IdCursorPagination
 
     @extend_schema(
         operation_id="invoices_list",

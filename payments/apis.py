@@ -1,16 +1,18 @@
 """The v1 API views: each parses input, calls one service or selector, renders output."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import customer_tokens, selectors, services
-from payments.filters import CustomerFilter, PaymentFilter, filters_apply
+from payments.filters import CustomerFilter, PaymentFilter, RefundFilter, filters_apply
 from payments.idempotency import idempotent
-from payments.models import PaymentEvent
+from payments.models import PaymentEvent, PaymentStatus
 from payments.pagination import IdCursorPagination, TimelineCursorPagination
 from payments.permissions import IsPublishableOrSecretKey, IsSecretKeyOrCustomerReader
+from payments.schema import IDEMPOTENCY_HEADER, errors
 from payments.serializers import (
     ConfigOutputSerializer,
     CreditCreateInputSerializer,
@@ -28,18 +30,11 @@ from payments.serializers import (
     RefundOutputSerializer,
 )
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description="Retries with the same key and body replay the first response (kept 24 h).",
-)
+# Lists are cursor-paginated (`cursor`, `limit`: documented by the paginator); these
+# narrow them by creation time.
 LIST_PARAMETERS = [
-    OpenApiParameter("created_gte", str, description="ISO 8601 time"),
-    OpenApiParameter("created_lte", str, description="ISO 8601 time"),
-    OpenApiParameter("limit", int, description="1 to 100, default 20"),
-    OpenApiParameter("cursor", str),
+    OpenApiParameter("created_gte", OpenApiTypes.DATETIME, description="Created at or after"),
+    OpenApiParameter("created_lte", OpenApiTypes.DATETIME, description="Created at or before"),
 ]
 # Said on every operation a customer session token may call, so the docs tell which.
 CUSTOMER_READABLE = (
@@ -47,26 +42,22 @@ CUSTOMER_READABLE = (
 )
 
 
-def paginated_response(
-    request,
-    view,
-    queryset,
-    serializer_class,
-    *,
-    filterset=None,
-    paginator_class=IdCursorPagination,
-    context=None,
-):
-    """One page of `queryset`, narrowed by `filterset` from the query string when given."""
+def paginated_response(request, view, queryset, serializer_class, *, filterset=None, context=None):
+    """
+    One page of `queryset`, narrowed by `filterset` from the query string when given. The
+    view's `pagination_class` pages it (and tells the schema that the answer is a page).
+    """
     if filterset is not None:
         queryset = filters_apply(filterset, request.query_params, queryset)
-    paginator = paginator_class()
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context=context or {}).data
     return paginator.get_paginated_response(data)
 
 
 class CustomerListCreateApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="customers_list",
         parameters=[
@@ -90,7 +81,7 @@ class CustomerListCreateApi(APIView):
     @extend_schema(
         operation_id="customers_create",
         request=CustomerCreateInputSerializer,
-        responses={201: CustomerOutputSerializer},
+        responses={201: CustomerOutputSerializer, **errors(409)},
     )
     def post(self, request):
         serializer = CustomerCreateInputSerializer(data=request.data)
@@ -162,12 +153,13 @@ class ConfigApi(APIView):
 
 class PaymentListCreateApi(APIView):
     permission_classes = [IsSecretKeyOrCustomerReader]
+    pagination_class = IdCursorPagination
 
     @extend_schema(
         operation_id="payments_list",
         description=CUSTOMER_READABLE,
         parameters=[
-            OpenApiParameter("status", str, many=True),
+            OpenApiParameter("status", str, many=True, enum=PaymentStatus.values),
             OpenApiParameter("provider", str),
             OpenApiParameter("customer", str),
             OpenApiParameter("order_id", str),
@@ -224,6 +216,8 @@ class PaymentDetailApi(APIView):
 
 class PaymentEventsApi(APIView):
     permission_classes = [IsSecretKeyOrCustomerReader]
+    # A timeline reads oldest first.
+    pagination_class = TimelineCursorPagination
 
     @extend_schema(
         operation_id="payments_events_list",
@@ -239,7 +233,6 @@ class PaymentEventsApi(APIView):
             self,
             selectors.payment_events_list(payment=payment),
             PaymentEventOutputSerializer,
-            paginator_class=TimelineCursorPagination,
         )
 
 
@@ -248,7 +241,7 @@ class PaymentCancelApi(APIView):
         operation_id="payments_cancel",
         request=PaymentCancelInputSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses=PaymentOutputSerializer,
+        responses={200: PaymentOutputSerializer, **errors(502)},
     )
     @idempotent
     def post(self, request, payment_id: str):
@@ -265,7 +258,7 @@ class PaymentCaptureApi(APIView):
         operation_id="payments_capture",
         request=PaymentCaptureInputSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses=PaymentOutputSerializer,
+        responses={200: PaymentOutputSerializer, **errors(502)},
     )
     @idempotent
     def post(self, request, payment_id: str):
@@ -282,6 +275,8 @@ class PaymentCaptureApi(APIView):
 
 
 class PaymentRefundListCreateApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="payments_refunds_list", responses=RefundOutputSerializer(many=True)
     )
@@ -312,6 +307,8 @@ class PaymentRefundListCreateApi(APIView):
 
 
 class RefundListApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="refunds_list",
         parameters=LIST_PARAMETERS,
@@ -319,7 +316,9 @@ class RefundListApi(APIView):
     )
     def get(self, request):
         refunds = selectors.refund_list(**request.user.scope)
-        return paginated_response(request, self, refunds, RefundOutputSerializer)
+        return paginated_response(
+            request, self, refunds, RefundOutputSerializer, filterset=RefundFilter
+        )
 
 
 class RefundDetailApi(APIView):
@@ -330,6 +329,8 @@ class RefundDetailApi(APIView):
 
 
 class CustomerCreditListCreateApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="customers_credits_list", responses=CreditOutputSerializer(many=True)
     )

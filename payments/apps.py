@@ -12,3 +12,8 @@ class PaymentsConfig(AppConfig):
 
         # The Support and Finance groups follow payments/staff.py after every migrate.
         post_migrate.connect(staff_roles_sync, sender=self, dispatch_uid="staff_roles_sync")
+
+        from payments_project import metrics
+
+        # Prometheus counters: the outcomes listener and Celery's task signals.
+        metrics.install()

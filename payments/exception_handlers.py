@@ -8,11 +8,17 @@ serve Django's own 404/500 for paths outside DRF (an unknown `/api/...` URL, say
 """
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from django.views.defaults import bad_request, page_not_found, server_error
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -45,6 +51,30 @@ _STATUS_CODES = {
 }
 
 
+# Exceptions that mean a service we depend on did not answer, not that the request or our
+# code is wrong: the client may retry the same request later (503, never a 500).
+_DEPENDENCY_ERRORS = (
+    (DatabaseOperationalError, "database"),
+    (DatabaseInterfaceError, "database"),
+    (BrokerOperationalError, "broker"),
+    (RedisConnectionError, "cache"),
+    (RedisTimeoutError, "cache"),
+)
+
+
+def dependency_unavailable(exc: BaseException | None) -> str | None:
+    """The dependency `exc` says is unreachable ("database", "cache", "broker"), or None."""
+    return next((name for cls, name in _DEPENDENCY_ERRORS if isinstance(exc, cls)), None)
+
+
+def service_unavailable_body(dependency: str) -> dict:
+    # The dependency is named (as /health/ready does); its host and error stay in the log.
+    return error_body(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"A service this request needs ({dependency}) is unavailable. Retry later.",
+    )
+
+
 def error_body(code: ErrorCode | str, message: str, param: str | None = None, error_type=None):
     if isinstance(code, ErrorCode):
         error_type = error_type or code.error_type
@@ -75,6 +105,20 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound("The requested resource does not exist.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+
+    dependency = dependency_unavailable(exc)
+    if dependency is not None:
+        request = context.get("request")
+        logger.warning(
+            "%s %s: %s unavailable: %s: %s",
+            getattr(request, "method", "?"),
+            getattr(request, "path", "?"),
+            dependency,
+            type(exc).__name__,
+            exc,
+        )
+        set_rollback()
+        return Response(service_unavailable_body(dependency), status=503)
 
     if not isinstance(exc, exceptions.APIException):
         request = context.get("request")
@@ -151,6 +195,10 @@ def json_page_not_found(request, exception=None):
 
 
 def json_server_error(request):
+    # Django calls this while handling the uncaught exception (and has logged it).
+    dependency = dependency_unavailable(sys.exc_info()[1])
+    if dependency is not None and _wants_json(request):
+        return JsonResponse(service_unavailable_body(dependency), status=503)
     if _wants_json(request):
         return JsonResponse(
             error_body(ErrorCode.INTERNAL_ERROR, "An internal error occurred. It has been logged."),

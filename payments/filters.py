@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from payments.errors import ValidationFailed
 from payments.ids import ulid_floor
-from payments.models import Customer, Payment, PaymentStatus
+from payments.models import Customer, Payment, PaymentStatus, Refund
 
 
 def filters_apply(filterset_class, data, queryset: QuerySet) -> QuerySet:
@@ -33,7 +33,11 @@ class CreatedRangeFilterSet(django_filters.FilterSet):
         return queryset.filter(pk__gte=f"{self.id_prefix}_{ulid_floor(value)}")
 
     def filter_created_lte(self, queryset, name, value):
-        after = value + timedelta(milliseconds=1)
+        try:
+            after = value + timedelta(milliseconds=1)
+        except OverflowError:
+            # The last representable moment: nothing was created after it.
+            return queryset
         return queryset.filter(pk__lt=f"{self.id_prefix}_{ulid_floor(after)}")
 
 
@@ -58,3 +62,11 @@ class PaymentFilter(CreatedRangeFilterSet):
     class Meta:
         model = Payment
         fields = ["status", "provider", "customer", "order_id", "reference"]
+
+
+class RefundFilter(CreatedRangeFilterSet):
+    id_prefix = "re"
+
+    class Meta:
+        model = Refund
+        fields = []

@@ -26,6 +26,7 @@ from rest_framework.response import Response
 
 from payments.errors import ErrorCode, PaymentError, ValidationFailed
 from payments.models import IdempotencyKey
+from payments_project import metrics
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -109,6 +110,7 @@ def _replay(stored: IdempotencyKey) -> HttpResponse:
         content_type=stored.response_content_type,
     )
     response[REPLAYED_HEADER] = "true"
+    metrics.idempotent_replay_count()
     return response
 
 

@@ -17,9 +17,57 @@ class IdCursorPagination(CursorPagination):
 
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except Exception:  # DRF answers a bad cursor with a 404; it is bad input.
-            raise ValidationError({self.cursor_query_param: ["Invalid cursor."]}) from None
+            raise self._invalid_cursor() from None
+        # The position goes into the query as it is, and PostgreSQL refuses NUL in text: a
+        # forged cursor carrying one is bad input, not a 500.
+        if cursor is not None and cursor.position is not None and "\x00" in cursor.position:
+            raise self._invalid_cursor()
+        return cursor
+
+    def _invalid_cursor(self) -> ValidationError:
+        return ValidationError({self.cursor_query_param: ["Invalid cursor."]})
+
+    def get_paginated_response_schema(self, schema):
+        # DRF's own leaves `next` and `previous` optional; ours always sends both.
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "next": {
+                    "type": "string",
+                    "format": "uri",
+                    "nullable": True,
+                    "description": "The next page, or null on the last one.",
+                },
+                "previous": {
+                    "type": "string",
+                    "format": "uri",
+                    "nullable": True,
+                    "description": "The previous page, or null on the first one.",
+                },
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {
+                "name": self.cursor_query_param,
+                "in": "query",
+                "required": False,
+                "description": "An opaque cursor from `next` or `previous`.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "in": "query",
+                "required": False,
+                "description": f"Page size, 1 to {self.max_page_size} (default {self.page_size}).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+            },
+        ]
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)

@@ -1,9 +1,10 @@
 """Input and output serializers, one pair per endpoint where they differ."""
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from payments import money
+from payments import money, providers
 from payments.fields import (
     BlankAsNullField,
     InputSerializer,
@@ -25,6 +26,9 @@ class CustomerCreateInputSerializer(InputSerializer):
 
 class CustomerOutputSerializer(serializers.ModelSerializer):
     object = ObjectTypeField("customer")
+    # Not an EmailField: a customer without an email has "" here, which is no email
+    # address, and the schema must not promise one.
+    email = serializers.CharField(help_text="An email address, or empty when unknown.")
     balances = serializers.SerializerMethodField()
 
     class Meta:
@@ -61,6 +65,40 @@ class ConfigOutputSerializer(serializers.Serializer):
     stripe_publishable_key = serializers.CharField(allow_null=True)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": sorted(money.CURRENCY_EXPONENTS),
+        "description": "An ISO 4217 code (any case).",
+        "example": "RUB",
+    }
+)
+class CurrencyField(serializers.CharField):
+    """A currency code; `payments.money` checks it against ISO 4217."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 3)
+        super().__init__(**kwargs)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": list(providers.ALL_PROVIDERS),
+        "description": "Default: the merchant's. Only providers enabled on this deployment.",
+    }
+)
+class ProviderField(serializers.CharField):
+    """A provider name; the service checks that it is enabled here and for this mode."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 20)
+        super().__init__(**kwargs)
+
+
+CUSTOMER_ID_MAX_LENGTH = 255
+
+
 class CustomerReferenceField(serializers.Field):
     """A customer id (`cus_…`), or `{"external_id", "email", "name"}` to find or create one."""
 
@@ -68,7 +106,9 @@ class CustomerReferenceField(serializers.Field):
         if isinstance(data, str):
             if not data:
                 raise serializers.ValidationError("Must be a customer id or an object.")
-            return data
+            # Held to what any text field is (bounded, no NUL, which PostgreSQL refuses):
+            # the id goes straight into a query.
+            return serializers.CharField(max_length=CUSTOMER_ID_MAX_LENGTH).run_validation(data)
         if isinstance(data, dict):
             serializer = CustomerCreateInputSerializer(data=data)
             serializer.is_valid(raise_exception=True)
@@ -85,15 +125,25 @@ class CustomerReferenceFieldSchema(OpenApiSerializerFieldExtension):
     def map_serializer_field(self, auto_schema, direction):
         return {
             "oneOf": [
-                {"type": "string", "description": "A customer id (cus_…)"},
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": CUSTOMER_ID_MAX_LENGTH,
+                    "description": "A customer id (cus_…)",
+                },
                 {
                     "type": "object",
                     "required": ["external_id"],
                     "properties": {
-                        "external_id": {"type": "string"},
+                        "external_id": {"type": "string", "minLength": 1, "maxLength": 255},
                         "email": {"type": "string", "format": "email"},
-                        "name": {"type": "string"},
+                        "name": {"type": "string", "maxLength": 255},
+                        "metadata": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string", "maxLength": 500},
+                        },
                     },
+                    "additionalProperties": False,
                 },
             ]
         }
@@ -107,8 +157,8 @@ class LineItemInputSerializer(InputSerializer):
 
 class PaymentCreateInputSerializer(InputSerializer):
     amount = RawAmountField()
-    currency = serializers.CharField(max_length=3)
-    provider = serializers.CharField(required=False, max_length=20)
+    currency = CurrencyField()
+    provider = ProviderField(required=False)
     customer = CustomerReferenceField(required=False)
     order_id = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
     reference = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
@@ -217,7 +267,7 @@ class RefundOutputSerializer(serializers.ModelSerializer):
 class CreditCreateInputSerializer(InputSerializer):
     type = serializers.ChoiceField(choices=["grant", "deduct"])
     amount = RawAmountField()
-    currency = serializers.CharField(max_length=3)
+    currency = CurrencyField()
     description = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default=""
     )

@@ -44,6 +44,7 @@ from payments.providers.base import (
     ReceiptItem,
     SavedMethodCharge,
 )
+from payments_project import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def payment_event_record(
     *, payment: Payment, type: str, source: str, actor: str = "", data: dict | None = None,
     from_status: str = "", to_status: str = "",
 ) -> PaymentEvent:  # fmt: skip
-    return PaymentEvent.objects.create(
+    event = PaymentEvent.objects.create(
         payment=payment,
         type=type,
         source=source,
@@ -218,6 +219,17 @@ def payment_event_record(
         from_status=from_status,
         to_status=to_status,
     )
+    # One line per timeline step: with the request id on every line, a payment's path from
+    # the API call through its tasks and webhooks reads as one.
+    logger.info(
+        "Payment %s: %s (%s%s)",
+        payment.pk,
+        type if not to_status or to_status == type else f"{type} → {to_status}",
+        source,
+        f" {actor}" if actor else "",
+        extra={"payment_id": payment.pk, "event": type, "source": source},
+    )
+    return event
 
 
 def payment_transition(
@@ -400,6 +412,7 @@ def payment_create(
             "provider": provider,
         },
     )
+    metrics.payment_created_count(payment)
     if provider == providers.CREDITS:
         return _payment_pay_with_credits(payment, actor=actor)
     _checkout_dispatch_on_commit(payment)

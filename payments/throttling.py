@@ -3,18 +3,28 @@ Rate limits: per API key (or customer session) on the API, per source address on
 unauthenticated webhook views. Fixed windows counted with the cache's atomic increment,
 so every web process (Redis in production) counts against the same budget; a refusal is
 429 `rate_limited` with `Retry-After`.
+
+A limit fails open: while the cache is unreachable requests are let through (and a warning
+logged), because a rate limiter that answers 5xx would take the whole API down with Redis.
 """
 
+import logging
 import math
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
 
 from payments.network import client_ip
 
+logger = logging.getLogger(__name__)
+
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# While the cache is down every request would say so; once a minute per process is enough.
+_WARN_EVERY_SECONDS = 60.0
+_last_warned = float("-inf")
 
 
 def rate_parse(rate: str) -> tuple[int, int]:
@@ -28,21 +38,42 @@ def rate_parse(rate: str) -> tuple[int, int]:
 def rate_take(scope: str, ident: str, rate: str) -> float:
     """
     Count one request of `ident` against `rate`. Returns 0 when allowed, else the seconds
-    until its window ends (what `Retry-After` says).
+    until its window ends (what `Retry-After` says). Allowed when the cache cannot count.
     """
     limit, period = rate_parse(rate)
     now = time.time()
     window = int(now // period)
     key = f"throttle:{scope}:{ident}:{window}"
-    cache.add(key, 0, timeout=period + 1)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr: this request opens the window
-        cache.set(key, 1, timeout=period + 1)
-        count = 1
+        count = _count(key, period)
+    except RedisError as exc:
+        _warn_cache_down(scope, exc)
+        return 0.0
     if count <= limit:
         return 0.0
     return (window + 1) * period - now
+
+
+def _count(key: str, period: int) -> int:
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr: this request opens the window
+        cache.set(key, 1, timeout=period + 1)
+        return 1
+
+
+def _warn_cache_down(scope: str, exc: Exception) -> None:
+    global _last_warned
+    now = time.monotonic()
+    if now - _last_warned >= _WARN_EVERY_SECONDS:
+        _last_warned = now
+        logger.warning(
+            "Rate limits (%s) not enforced: the cache is unavailable (%s: %s)",
+            scope,
+            type(exc).__name__,
+            exc,
+        )
 
 
 class ApiRateThrottle(BaseThrottle):

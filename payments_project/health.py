@@ -45,7 +45,13 @@ def check_cache() -> None:
 def check_broker() -> str | None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return "eager"  # tasks run in-process; there is no broker to reach
-    with Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS) as conn:
+    # With the broker's own socket timeouts: a broker that hangs instead of refusing must
+    # fail the probe, not hold one of our threads for as long as it hangs.
+    with Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=BROKER_TIMEOUT_SECONDS,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    ) as conn:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
     return None
 

@@ -65,6 +65,9 @@ MIDDLEWARE = [
     # Near the top, so every line logged below it (sessions, auth, views, eager tasks)
     # carries the request id, and its timing covers almost the whole request.
     "payments_project.request_id.RequestIdMiddleware",
+    # Before anything can read, log or store it: an API request carrying a card number is
+    # refused whole (400 card_number_refused).
+    "payments.middleware.CardNumberGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -174,6 +177,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task not acknowledged within this window is handed to another worker; it must be
     # longer than our longest task, which is bounded by provider timeouts.
     "visibility_timeout": 3600,
+    # A broker that hangs (stopped, half-open connection) instead of refusing must not hang
+    # the request that enqueues after its commit: without a timeout a publish waits forever.
+    # Longer than the worker's 1 s BRPOP poll, which answers within it.
+    "socket_timeout": 2,
+    "socket_connect_timeout": 2,
 }
 CELERY_TIMEZONE = "UTC"
 # Enqueueing right after a commit must not hang a request when the broker is away: fail
@@ -229,7 +237,9 @@ USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 # reach without a key (a provider's retries come back later, so a limit costs them nothing).
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="100/s")
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="20/s")
-for _rate in ("API_RATE_LIMIT", "WEBHOOK_RATE_LIMIT"):
+# Admin login attempts (POSTs) per source address, whatever the username: on top of axes.
+ADMIN_LOGIN_RATE_LIMIT = env.str("ADMIN_LOGIN_RATE_LIMIT", default="20/m")
+for _rate in ("API_RATE_LIMIT", "WEBHOOK_RATE_LIMIT", "ADMIN_LOGIN_RATE_LIMIT"):
     if not re.fullmatch(r"[1-9][0-9]*/[smhd]", globals()[_rate]):
         raise ImproperlyConfigured(f"{_rate} must look like 100/s, 600/m, 10000/h or 1000/d.")
 
@@ -262,6 +272,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's error responses (the one error shape) are documented in one place.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "payments.schema.postprocess_error_responses",
+    ],
 }
 
 # --- Providers ------------------------------------------------------------------------
@@ -289,6 +304,39 @@ YOOKASSA_WEBHOOK_ALLOWED_IPS = env.list(
 )
 # Proxies (CIDRs) whose X-Forwarded-For we believe when finding a request's source address.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# --- Metrics --------------------------------------------------------------------------
+# Prometheus metrics at GET /metrics (payments_project/metrics.py). A scrape is let in when
+# it brings METRICS_TOKEN as a Bearer token, or comes from METRICS_ALLOWED_NETWORKS (its
+# address as seen through TRUSTED_PROXIES; loopback only by default; empty: token only).
+import ipaddress  # noqa: E402  (kept beside the one check that uses it)
+
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isprintable()):
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 printable characters.")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+for _cidr in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is not a network (e.g. 10.0.0.0/8,::1/128)."
+        ) from None
+# Several processes (gunicorn workers, the Celery pool) each write their counts to files in
+# this directory, read by prometheus_client itself, and a scrape adds them all up. One
+# directory per service, emptied when it starts (gunicorn.conf.py and the worker do so).
+# Unset: counts stay in the process's memory, right for the embedded default's one process.
+_metrics_dir = env.ENVIRON.get("PROMETHEUS_MULTIPROC_DIR")  # as prometheus_client reads it
+if _metrics_dir is not None and not (_metrics_dir and Path(_metrics_dir).is_dir()):
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory.")
+# The Celery worker serves its own /metrics on this port (same access rules); 0: it does not.
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+if not 0 <= METRICS_WORKER_PORT <= 65535:
+    raise ImproperlyConfigured("METRICS_WORKER_PORT must be a TCP port, or 0 for none.")
+# Outermost, so a request's time covers the whole stack.
+MIDDLEWARE.insert(0, "payments_project.metrics.RequestMetricsMiddleware")
+# Scrapers speak plain HTTP inside the network, like the health probes.
+SECURE_REDIRECT_EXEMPT.append(r"^metrics$")
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -322,6 +370,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # The SDK logs every request at INFO; our adapters log what matters.
         "stripe": {"level": "WARNING"},
+        # Its start-up banner would open every manage.py command's output.
+        "axes.apps": {"level": "WARNING"},
     },
 }
 

@@ -3,11 +3,14 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from payments import pages
+from payments.admin_login import admin_login
 from payments.exception_handlers import json_page_not_found
 from payments.sandbox import views as sandbox_views
-from payments_project import health
+from payments_project import health, metrics
 
 urlpatterns = [
+    # Before the admin's own URLs: its login, with a per-address limit on attempts.
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.urls")),
     path("api/v1/", include("webhooks.api_urls")),
@@ -27,6 +30,7 @@ urlpatterns = [
     ),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Unknown machine-facing URLs answer in the error shape even with DEBUG on, where
     # Django would otherwise render its HTML 404 page.
     re_path(r"^(api|webhooks|health)/", json_page_not_found),

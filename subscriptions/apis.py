@@ -6,13 +6,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import services as payment_services
-from payments.apis import IDEMPOTENCY_HEADER, LIST_PARAMETERS, paginated_response
+from payments.apis import LIST_PARAMETERS, paginated_response
 from payments.idempotency import idempotent
+from payments.pagination import IdCursorPagination
 from payments.permissions import (
     IsPublishableOrSecretKey,
     IsSecretKeyOrCustomer,
     IsSecretKeyOrCustomerReader,
 )
+from payments.schema import IDEMPOTENCY_HEADER
 from subscriptions import selectors, services
 from subscriptions.filters import SubscriptionFilter
 from subscriptions.serializers import (
@@ -25,10 +27,10 @@ from subscriptions.serializers import (
 
 class PlanListApi(APIView):
     permission_classes = [IsPublishableOrSecretKey]
+    pagination_class = IdCursorPagination
 
     @extend_schema(
         operation_id="plans_list",
-        parameters=LIST_PARAMETERS[2:],
         responses=PlanOutputSerializer(many=True),
     )
     def get(self, request):
@@ -38,6 +40,7 @@ class PlanListApi(APIView):
 
 class SubscriptionListCreateApi(APIView):
     permission_classes = [IsSecretKeyOrCustomerReader]
+    pagination_class = IdCursorPagination
 
     @extend_schema(
         operation_id="subscriptions_list",

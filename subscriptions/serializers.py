@@ -10,7 +10,7 @@ from payments.fields import (
     ObjectTypeField,
 )
 from payments.models import PaymentStatus
-from payments.serializers import CustomerReferenceField
+from payments.serializers import CustomerReferenceField, ProviderField
 from payments.services import pay_link_url
 from subscriptions.models import Plan, Subscription
 
@@ -32,7 +32,7 @@ class PlanOutputSerializer(serializers.ModelSerializer):
 class SubscriptionCreateInputSerializer(InputSerializer):
     plan = serializers.CharField(max_length=64, help_text="A plan id (plan_…) or its code.")
     customer = CustomerReferenceField()
-    provider = serializers.CharField(required=False, max_length=20)
+    provider = ProviderField(required=False)
     return_url = serializers.URLField(required=False, allow_blank=True, max_length=2000, default="")
     metadata = MetadataField()
 

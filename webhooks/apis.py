@@ -6,9 +6,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments.apis import LIST_PARAMETERS, paginated_response
+from payments.pagination import IdCursorPagination
 from webhooks import callbacks, selectors
+from webhooks.callbacks import EVENT_TYPES
+from webhooks.filters import EndpointFilter, EventFilter
 from webhooks.serializers import (
     EndpointCreateInputSerializer,
+    EndpointDeletedOutputSerializer,
     EndpointOutputSerializer,
     EndpointUpdateInputSerializer,
     EndpointWithSecretOutputSerializer,
@@ -17,17 +21,18 @@ from webhooks.serializers import (
 
 
 class EventListApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="events_list",
-        parameters=[OpenApiParameter("type", str), *LIST_PARAMETERS],
+        parameters=[OpenApiParameter("type", str, enum=EVENT_TYPES), *LIST_PARAMETERS],
         responses=EventOutputSerializer(many=True),
     )
     def get(self, request):
         events = selectors.event_list(**request.user.scope)
-        event_type = request.query_params.get("type")
-        if event_type:
-            events = events.filter(type=event_type)
-        return paginated_response(request, self, events, EventOutputSerializer)
+        return paginated_response(
+            request, self, events, EventOutputSerializer, filterset=EventFilter
+        )
 
 
 class EventDetailApi(APIView):
@@ -38,6 +43,8 @@ class EventDetailApi(APIView):
 
 
 class EndpointListCreateApi(APIView):
+    pagination_class = IdCursorPagination
+
     @extend_schema(
         operation_id="webhook_endpoints_list",
         parameters=LIST_PARAMETERS,
@@ -45,7 +52,9 @@ class EndpointListCreateApi(APIView):
     )
     def get(self, request):
         endpoints = selectors.endpoint_list(**request.user.scope)
-        return paginated_response(request, self, endpoints, EndpointOutputSerializer)
+        return paginated_response(
+            request, self, endpoints, EndpointOutputSerializer, filterset=EndpointFilter
+        )
 
     @extend_schema(
         operation_id="webhook_endpoints_create",
@@ -83,13 +92,15 @@ class EndpointDetailApi(APIView):
         endpoint = callbacks.endpoint_update(endpoint=endpoint, **serializer.validated_data)
         return Response(EndpointOutputSerializer(endpoint).data)
 
-    @extend_schema(operation_id="webhook_endpoints_delete", responses=None)
+    @extend_schema(
+        operation_id="webhook_endpoints_delete", responses={200: EndpointDeletedOutputSerializer}
+    )
     def delete(self, request, endpoint_id: str):
         endpoint = selectors.endpoint_get_for_merchant(
             **request.user.scope, endpoint_id=endpoint_id
         )
         callbacks.endpoint_delete(endpoint=endpoint)
-        return Response({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
+        return Response(EndpointDeletedOutputSerializer({"id": endpoint_id}).data)
 
 
 class EndpointRotateSecretApi(APIView):

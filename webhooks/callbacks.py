@@ -27,6 +27,7 @@ from payments import signing
 from payments.errors import ValidationFailed
 from payments.models import Merchant
 from payments.outcomes import Outcome
+from payments_project import metrics
 from payments_project.celery import enqueue_on_commit
 from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 
@@ -303,6 +304,7 @@ def _settle(delivery: Delivery, endpoint: WebhookEndpoint, attempt: DeliveryAtte
             delivery.next_attempt_at = now + timedelta(seconds=wait)
         _endpoint_note_failure(endpoint, now)
     delivery.save(update_fields=["status", "attempts", "delivered_at", "next_attempt_at"])
+    metrics.delivery_settled_count(delivery.status)
 
 
 def _endpoint_note_failure(endpoint: WebhookEndpoint, now) -> None:

@@ -1,7 +1,18 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from payments.fields import InputSerializer, ObjectTypeField
+from webhooks.callbacks import EVENT_TYPES
 from webhooks.models import Event, WebhookEndpoint
+
+
+@extend_schema_field({"type": "string", "enum": ["*", *EVENT_TYPES]})
+class EventTypeField(serializers.CharField):
+    """An event type to subscribe to, or `*` for all (`webhooks.callbacks` checks it)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 60)
+        super().__init__(**kwargs)
 
 
 class EventOutputSerializer(serializers.ModelSerializer):
@@ -20,7 +31,7 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 class EndpointCreateInputSerializer(InputSerializer):
     url = serializers.URLField(max_length=2000)
-    enabled_events = serializers.ListField(child=serializers.CharField(max_length=60), min_length=1)
+    enabled_events = serializers.ListField(child=EventTypeField(), min_length=1)
     description = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default=""
     )
@@ -28,9 +39,7 @@ class EndpointCreateInputSerializer(InputSerializer):
 
 class EndpointUpdateInputSerializer(InputSerializer):
     url = serializers.URLField(max_length=2000, required=False)
-    enabled_events = serializers.ListField(
-        child=serializers.CharField(max_length=60), min_length=1, required=False
-    )
+    enabled_events = serializers.ListField(child=EventTypeField(), min_length=1, required=False)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
     disabled = serializers.BooleanField(required=False)
 
@@ -63,3 +72,14 @@ class EndpointWithSecretOutputSerializer(EndpointOutputSerializer):
     class Meta(EndpointOutputSerializer.Meta):
         fields = [*EndpointOutputSerializer.Meta.fields, "secret"]
         read_only_fields = fields
+
+
+class EndpointDeletedOutputSerializer(serializers.Serializer):
+    """What deleting an endpoint answers: which one, and that it is gone."""
+
+    id = serializers.CharField()
+    object = ObjectTypeField("webhook_endpoint")
+    deleted = serializers.SerializerMethodField()
+
+    def get_deleted(self, endpoint) -> bool:
+        return True

@@ -12,6 +12,7 @@ from payments import providers
 from payments import services as payment_services
 from payments.models import PaymentEvent
 from payments.providers.base import WebhookVerificationError
+from payments_project import metrics
 from payments_project.celery import enqueue_on_commit
 from webhooks.models import InboundWebhook
 
@@ -51,6 +52,7 @@ def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str
             source_ip=source_ip,
             error=str(exc)[:2000],
         )
+        metrics.webhook_received_count(provider, "rejected")
         raise
     try:
         with transaction.atomic():
@@ -66,7 +68,19 @@ def webhook_receive(*, provider: str, body: bytes, headers: dict, source_ip: str
             enqueue_on_commit(_process_task(), webhook.pk)
     except IntegrityError:
         existing = InboundWebhook.objects.get(provider=provider, event_id=event_id)
+        logger.info(
+            "Webhook %s %s %s is a duplicate of %s",
+            provider, event_type, event_id, existing.pk,
+            extra={"webhook_id": existing.pk, "provider": provider, "duplicate": True},
+        )  # fmt: skip
+        metrics.webhook_received_count(provider, "duplicate")
         return Receipt(existing, duplicate=True)
+    metrics.webhook_received_count(provider, "accepted")
+    logger.info(
+        "Webhook %s %s %s stored as %s",
+        provider, event_type, event_id, webhook.pk,
+        extra={"webhook_id": webhook.pk, "provider": provider, "duplicate": False},
+    )  # fmt: skip
     return Receipt(webhook, duplicate=False)
 
 
@@ -114,7 +128,13 @@ def webhook_process(*, webhook_id: str, force: bool = False) -> InboundWebhook:
             webhook.attempts += 1
             webhook.error = webhook.traceback = ""
             webhook.save(update_fields=["status", "processed_at", "attempts", "error", "traceback"])
-            return webhook
+        logger.info(
+            "Webhook %s %s",
+            webhook.pk,
+            webhook.status,
+            extra={"webhook_id": webhook.pk, "provider": webhook.provider},
+        )
+        return webhook
     except Exception as exc:
         logger.exception("Processing inbound webhook %s failed", webhook_id)
         InboundWebhook.objects.filter(pk=webhook_id).update(

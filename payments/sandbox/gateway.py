@@ -23,9 +23,12 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from payments import signing
+from payments.cards import card_normalize, luhn_valid
 from payments.ids import ulid_floor
 from payments.models import SandboxEvent, SandboxPayment, SandboxPaymentMethod, SandboxRefund
 from payments_project.celery import enqueue_on_commit
+from payments_project.request_id import HEADER as REQUEST_ID_HEADER
+from payments_project.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
 
@@ -76,22 +79,6 @@ def webhook_secret() -> str:
 
 def checkout_url(sandbox_payment: SandboxPayment) -> str:
     return f"{settings.PUBLIC_BASE_URL}/sandbox/checkout/{sandbox_payment.id}"
-
-
-def card_normalize(number: str) -> str:
-    return "".join(ch for ch in (number or "") if not ch.isspace() and ch != "-")
-
-
-def luhn_valid(number: str) -> bool:
-    if not number.isdigit() or not 12 <= len(number) <= 19:
-        return False
-    total = 0
-    for index, digit in enumerate(reversed(number)):
-        value = int(digit)
-        if index % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 # --- The provider's "API" ---------------------------------------------------------------
@@ -502,6 +489,10 @@ def event_send(event_id: str) -> bool:
         return True
     body = json.dumps(event.payload, separators=(",", ":"))
     headers = {"Content-Type": "application/json", "User-Agent": "payments-sandbox/1"}
+    if request_id := request_id_get():
+        # The webhook is logged under the id of the request that caused it, as a
+        # provider's dashboard would link the two.
+        headers[REQUEST_ID_HEADER] = request_id
     headers.update(signing.webhook_headers(webhook_secret(), event.id, body))
     error = ""
     try:

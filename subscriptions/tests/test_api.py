@@ -50,6 +50,7 @@ def test_a_publishable_key_cannot_subscribe(publishable_api, premium):
         ({"plan": "premium", "provider": "paypal"}, "provider"),
         ({"plan": "premium", "colour": "red"}, "colour"),
         ({"plan": "premium", "customer": "cus_missing"}, "customer"),
+        ({"plan": "premium", "customer": "cus_\x00"}, "customer"),
     ],
 )
 def test_bad_subscribe_requests_are_400_and_change_nothing(api, premium, body, param):
