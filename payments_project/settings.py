@@ -7,6 +7,7 @@ tasks executed eagerly in-process, a local-memory cache and the sandbox provider
 `DATABASE_URL`, `REDIS_URL` and friends turns it into the production set.
 """
 
+import ipaddress
 import re
 import warnings
 from datetime import timedelta
@@ -61,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so a request's time covers the whole stack (GET /metrics shows it).
+    "payments_project.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Near the top, so every line logged below it (sessions, auth, views, eager tasks)
     # carries the request id, and its timing covers almost the whole request.
@@ -309,8 +312,6 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Prometheus metrics at GET /metrics (payments_project/metrics.py). A scrape is let in when
 # it brings METRICS_TOKEN as a Bearer token, or comes from METRICS_ALLOWED_NETWORKS (its
 # address as seen through TRUSTED_PROXIES; loopback only by default; empty: token only).
-import ipaddress  # noqa: E402  (kept beside the one check that uses it)
-
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 if METRICS_TOKEN and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isprintable()):
     raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 printable characters.")
@@ -333,8 +334,6 @@ if _metrics_dir is not None and not (_metrics_dir and Path(_metrics_dir).is_dir(
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 if not 0 <= METRICS_WORKER_PORT <= 65535:
     raise ImproperlyConfigured("METRICS_WORKER_PORT must be a TCP port, or 0 for none.")
-# Outermost, so a request's time covers the whole stack.
-MIDDLEWARE.insert(0, "payments_project.metrics.RequestMetricsMiddleware")
 # Scrapers speak plain HTTP inside the network, like the health probes.
 SECURE_REDIRECT_EXEMPT.append(r"^metrics$")
 
