@@ -93,3 +93,17 @@ def _request_id_leave(task_id=None, **kwargs) -> None:
             request_id_reset(token)
         except ValueError:  # set in another context (a pool thread): just clear it
             request_id_set(None)
+
+
+# Database connections in the worker. Celery's Django fixup closes every connection before
+# and after each task unless CELERY_DB_REUSE_MAX is set (settings set it out of reach), which
+# costs a new PostgreSQL backend (a fork and a login) per task. Instead a task is treated
+# like a request: before and after it, connections that are broken or older than
+# CONN_MAX_AGE are closed (Django's own request signals do the same), the rest are kept.
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _database_connections_tidy(task=None, **kwargs) -> None:
+    if task is not None and not task.request.is_eager:
+        from django.db import close_old_connections
+
+        close_old_connections()
