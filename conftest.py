@@ -63,7 +63,10 @@ def _require_postgresql(django_db_setup, django_db_blocker):
 def _clear_cache():
     from django.core.cache import cache
 
+    from payments.selectors import api_keys_forget
+
     cache.clear()
+    api_keys_forget()
     yield
 
 

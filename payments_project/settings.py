@@ -249,6 +249,13 @@ for _rate in ("API_RATE_LIMIT", "WEBHOOK_RATE_LIMIT", "ADMIN_LOGIN_RATE_LIMIT"):
     if not re.fullmatch(r"[1-9][0-9]*/[smhd]", globals()[_rate]):
         raise ImproperlyConfigured(f"{_rate} must look like 100/s, 600/m, 10000/h or 1000/d.")
 
+# How long a web process keeps an API key (and its merchant) it looked up: a key revoked,
+# or a merchant disabled, in another process is refused within this many seconds (at once
+# in the process that did it). 0 looks every request's key up.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=2)
+if not 0 <= API_KEY_CACHE_SECONDS <= 60:
+    raise ImproperlyConfigured("API_KEY_CACHE_SECONDS must be 0 to 60.")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.permissions.IsSecretKey"],

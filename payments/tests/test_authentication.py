@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from conftest import client_for
-from payments import credentials, services
+from payments import credentials, selectors, services
 from payments.models import APIKey
 from payments.tests.factories import APIKeyFactory
 
@@ -66,6 +66,44 @@ def test_revoked_key_is_refused(merchant):
 
     error = assert_error(client.get(URL), 401, "invalid_api_key", "authentication_error")
     assert "revoked" in error["message"]
+
+
+def test_a_key_revoked_by_another_process_is_refused_once_the_kept_copy_expires(
+    merchant, settings, monkeypatch
+):
+    # Another process's revocation: the row changes, no signal reaches this process.
+    settings.API_KEY_CACHE_SECONDS = 2
+    api_key = APIKeyFactory(merchant=merchant)
+    client = client_for(api_key.raw_key)
+    now = [1000.0]
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: now[0])
+    assert client.get(URL).status_code == 200
+    APIKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+    now[0] += 1.9
+    assert client.get(URL).status_code == 200  # the copy kept for up to 2 s
+    now[0] += 0.2
+    assert_error(client.get(URL), 401, "invalid_api_key", "authentication_error")
+
+
+def test_a_disabled_merchant_is_refused_at_once_in_the_process_that_disabled_it(merchant):
+    client = client_for(APIKeyFactory(merchant=merchant).raw_key)
+    assert client.get(URL).status_code == 200
+
+    merchant.is_active = False
+    merchant.save()
+
+    assert_error(client.get(URL), 403, "account_disabled", "permission_error")
+
+
+def test_with_no_keeping_every_request_looks_the_key_up(merchant, settings):
+    settings.API_KEY_CACHE_SECONDS = 0
+    api_key = APIKeyFactory(merchant=merchant)
+    client = client_for(api_key.raw_key)
+    assert client.get(URL).status_code == 200
+    APIKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+    assert_error(client.get(URL), 401, "invalid_api_key", "authentication_error")
 
 
 def test_publishable_key_cannot_use_secret_endpoints(publishable_api):
