@@ -1118,7 +1118,7 @@ BUCKETS = [
     ("the view (everything inside Django's view call)", _IN_VIEW),
     ("DRF initial: authentication, permissions, throttle", r"APIView\.initial "),
     ("  API key lookup (api_key_get_by_raw_key)", r"api_key_get_by_raw_key"),
-    ("  rate limit (Redis: SET NX, EXISTS, INCRBY)", r"rate_take"),
+    ("  rate limit (Redis: one script call)", r"rate_take"),
     ("idempotency wrapper (whole)", r"idempotent\.<locals>\.wrapper"),
     ("  advisory lock + transaction (_exclusive)", r"_exclusive \("),
     ("  stored key lookup", r"wrapper \(payments/idempotency\.py:\d+\);QuerySet\.first"),
