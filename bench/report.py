@@ -438,11 +438,10 @@ def report_write(results: dict, path: Path) -> None:
         out += [
             f"`manage.py reconcile --provider sandbox --since {data['since']} --until "
             f"{data['until']}` over the seeded database ({data['payments_total']:,} payments, "
-            f"{data['sandbox_payments']:,} of them through the sandbox, which is the provider "
-            "a run compares: the seed spreads payments over Stripe, YooKassa, the sandbox and "
-            "credits, and only the sandbox can be reconciled offline; a million sandbox "
-            "payments would take a seed with that mix). Peak memory is the process's maximum "
-            "resident set "
+            f"{data['sandbox_payments']:,} of them through the sandbox: the bench seeds with "
+            "`seed_demo --provider sandbox`, since the sandbox is the provider that can be "
+            "reconciled offline; a run compares every payment and refund of the range with "
+            "the sandbox's books). Peak memory is the process's maximum resident set "
             "(`ru_maxrss`). The reference streams both sides with server-side cursors in raw "
             "SQL, merged by our id, comparing status, amount and currency.",
             "",

@@ -11,7 +11,7 @@ or missed, a profile of the hot paths and the machine's description.
 
 What it owns, and drops or empties at the start: the database `payments_bench`, Redis db
 12, ports 8800 (gunicorn) and 8801 (the callback receiver). The seeded database
-(`payments_bench_1m`, or `payments_bench_20k` for --quick) is kept between runs: a comment
+(`payments_bench_1m_sbx`, or `payments_bench_20k_sbx` for --quick) is kept between runs: a comment
 on the database marks a finished seed, and a later run only migrates it. Every process it
 starts is stopped when it ends, also on failure or Ctrl-C. Raw numbers, logs and profiles
 go to bench/out/.
@@ -97,8 +97,10 @@ class Plan:
     profile_seconds: int
 
 
-FULL = Plan("full", 3, 10, 3, 20, 1_000_000, "payments_bench_1m", 5, 4, 100, 10, 600, 3, 4, 10)
-QUICK = Plan("quick", 1, 3, 2, 5, 20_000, "payments_bench_20k", 3, 4, 30, 10, 100, 1, 2, 4)
+# The seeded databases take every payment through the sandbox (`seed_demo --provider`), so
+# that reconciliation (scenario 6) compares all of them offline.
+FULL = Plan("full", 3, 10, 3, 20, 1_000_000, "payments_bench_1m_sbx", 5, 4, 100, 10, 600, 3, 4, 10)
+QUICK = Plan("quick", 1, 3, 2, 5, 20_000, "payments_bench_20k_sbx", 3, 4, 30, 10, 100, 1, 2, 4)
 
 
 def say(text: str) -> None:
@@ -922,7 +924,7 @@ class Bench:
 
     def ensure_seeded(self) -> dict:
         db, wanted = self.plan.seed_db, self.plan.seed_payments
-        marker = f"bench seed complete: {wanted} payments"
+        marker = f"bench seed complete: {wanted} sandbox payments"
         if not db_exists(db):
             with pg() as conn:
                 conn.execute(f'CREATE DATABASE "{db}"')
@@ -937,7 +939,7 @@ class Bench:
         if seeded_now:
             say(f"seeding {wanted:,} payments into {db} (once; a few minutes for a million)")
             started = time.monotonic()
-            manage(env, "seed_demo", "--payments", str(wanted), "--json")
+            manage(env, "seed_demo", "--payments", str(wanted), "--provider", "sandbox", "--json")
             with pg() as conn:
                 conn.execute(f"COMMENT ON DATABASE \"{db}\" IS '{marker}'")
             say(f"seeded in {time.monotonic() - started:.0f}s")

@@ -108,6 +108,10 @@ _PROVIDERS = {
     "USD": [(providers.STRIPE, 80), (providers.SANDBOX, 20)],
     "EUR": [(providers.STRIPE, 80), (providers.SANDBOX, 20)],
 }
+# What `provider=` may force for every bulk payment: a provider of every demo currency.
+BULK_PROVIDERS = sorted(
+    set.intersection(*({name for name, _ in pairs} for pairs in _PROVIDERS.values()))
+)
 # Plans (the demo's online cinema), rentals, and the odd other amount, in minor units.
 _PLANS = {
     "RUB": [("Basic", 29900), ("Premium", 59900), ("Family", 89900)],
@@ -466,8 +470,11 @@ def _balances_add(changes: dict, at: datetime) -> None:
 class _Builder:
     """Makes the rows of one payment after another; state carries over between batches."""
 
-    def __init__(self, *, merchant: Merchant, rng: random.Random, customers, now: int):
+    def __init__(
+        self, *, merchant: Merchant, rng: random.Random, customers, now: int, provider=None
+    ):
         self.merchant_id = merchant.pk
+        self.provider = provider  # every payment through this one, else the usual mix
         self.rng = rng
         self.customers = customers
         self.now = now
@@ -543,7 +550,8 @@ class _Builder:
             customer, currency, provider, minor, description, items, order_id, capture = retry
         else:
             currency = _pick(rng, _CURRENCY_PICK)
-            provider = _pick(rng, _PROVIDER_PICK[currency])
+            mixed = _pick(rng, _PROVIDER_PICK[currency])  # drawn either way: same data
+            provider = self.provider or mixed
             customer = None
             if provider in (providers.CREDITS, providers.SANDBOX) or rng.random() < 0.92:
                 # Some customers buy much more than others.
@@ -869,26 +877,30 @@ def demo_payments_bulk(
     seed: int = DEMO_BULK_SEED,
     book: Book | None = None,
     batch_size: int = BATCH_SIZE,
+    provider: str | None = None,
 ) -> int:
     """
     Insert `count` more demo payments for `merchant` (test mode), spread over the last 90
     days, with their refunds, credit movements, timelines and the sandbox's records, one
     transaction per `batch_size` payments. `book(moves)` runs in each batch's transaction
     with the money those payments moved, for the ledger: without it `ledger_check` finds
-    them unbooked. `progress(done, count)` is called after each batch commits. Returns
-    the number inserted.
+    them unbooked. `progress(done, count)` is called after each batch commits. `provider`
+    (one of BULK_PROVIDERS) takes every payment through that provider instead of the usual
+    mix (a million sandbox payments to reconcile, say). Returns the number inserted.
 
     Demo data only: these rows bypass the services, which every real change goes through.
     """
     if count < 0:
         raise ValueError(f"The number of payments must be 0 or more, not {count}.")
+    if provider is not None and provider not in BULK_PROVIDERS:
+        raise ValueError(f"Bulk payments can be forced through {BULK_PROVIDERS}, not {provider}.")
     if count == 0:
         return 0
     now = int(time.time() * _SECOND)
     start = demo_payments_bulk_count(merchant=merchant)
     customers = _customers_ensure(merchant, _customers_wanted(count), seed=seed, now=now)
     rng = random.Random(f"{seed}:{merchant.pk}:{start}")
-    builder = _Builder(merchant=merchant, rng=rng, customers=customers, now=now)
+    builder = _Builder(merchant=merchant, rng=rng, customers=customers, now=now, provider=provider)
 
     def batches():
         done = 0

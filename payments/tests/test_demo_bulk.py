@@ -256,3 +256,29 @@ def test_seed_demo_refuses_a_negative_number():
     with pytest.raises(CommandError, match="--payments must be 0 or more"):
         run("seed_demo", "--payments", "-1")
     assert not Merchant.objects.exists()
+
+
+def test_every_payment_can_go_through_the_sandbox_and_reconciles_clean(merchant):
+    inserted = demo_payments_bulk(
+        merchant=merchant, count=600, batch_size=250, book=ledger_book_bulk, provider="sandbox"
+    )
+
+    assert inserted == 600
+    assert set(Payment.objects.filter(merchant=merchant).values_list("provider", flat=True)) == {
+        "sandbox"
+    }
+    assert SandboxPayment.objects.count() == 600
+    today = timezone.now().date()
+    since, until = str(today - timedelta(days=100)), str(today + timedelta(days=1))
+    out, _ = run("reconcile", "--provider", "sandbox", "--since", since, "--until", until)
+    # Every payment and refund the seed made is in the sandbox's books, and agrees.
+    refunds = Refund.objects.filter(payment__merchant=merchant).count()
+    assert f"with {600 + refunds:,} of our payments and refunds; 0 mismatches." in out, out
+
+
+def test_only_a_provider_of_every_currency_can_be_forced(merchant):
+    assert demo_bulk.BULK_PROVIDERS == ["sandbox"]
+    with pytest.raises(ValueError, match="stripe"):
+        demo_payments_bulk(merchant=merchant, count=1, provider="stripe")
+    with pytest.raises(CommandError):
+        run("seed_demo", "--payments", "1", "--provider", "stripe")

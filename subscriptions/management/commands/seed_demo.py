@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.ledger import ledger_book_bulk
 from billing.models import LedgerEntry, LedgerTransaction
 from payments.demo_bulk import (
+    BULK_PROVIDERS,
     MoneyMove,
     demo_payments_bulk,
     demo_payments_bulk_count,
@@ -37,12 +38,18 @@ class Command(BaseCommand):
             help="Bulk demo payments the demo merchant should have (default 0: none added). "
             "A million takes a few minutes on PostgreSQL.",
         )
+        parser.add_argument(
+            "--provider",
+            choices=BULK_PROVIDERS,
+            help="Take every added bulk payment through this provider instead of the usual "
+            "mix (e.g. a million sandbox payments to reconcile offline).",
+        )
 
-    def handle(self, *args, as_json, payments, **options):
+    def handle(self, *args, as_json, payments, provider, **options):
         if payments < 0:
             raise CommandError(f"--payments must be 0 or more, not {payments}.")
         demo = demo_seed_all()
-        bulk = self._bulk(demo.merchant, payments) if payments else None
+        bulk = self._bulk(demo.merchant, payments, provider) if payments else None
         if as_json:
             data = {
                 "merchant": demo.merchant.id,
@@ -80,7 +87,7 @@ class Command(BaseCommand):
                 f"{bulk['ledger_transactions']:,} ledger transactions booked."
             )
 
-    def _bulk(self, merchant, wanted: int) -> dict:
+    def _bulk(self, merchant, wanted: int, provider: str | None) -> dict:
         have = demo_payments_bulk_count(merchant=merchant)
         missing = max(0, wanted - have)
         bar = _ProgressBar(self.stderr, missing)
@@ -93,7 +100,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             added = demo_payments_bulk(
-                merchant=merchant, count=missing, book=book, progress=bar.update
+                merchant=merchant, count=missing, book=book, progress=bar.update, provider=provider
             )
             if added:
                 tables_analyze([LedgerTransaction, LedgerEntry])
