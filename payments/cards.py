@@ -50,20 +50,20 @@ def _card_within(text: str) -> tuple[int, int] | None:
     return None
 
 
-def _runs(text: str):
-    for match in CANDIDATE.finditer(text):
-        yield match, match.group(0).replace("%20", " ").replace("+", " ")
+def _run(match: re.Match) -> str:
+    """A candidate digit run with a URL's `+` and `%20` read as the spaces they are."""
+    return match.group(0).replace("%20", " ").replace("+", " ")
 
 
 def contains_card_number(text: str) -> bool:
-    return any(_card_within(run) for _, run in _runs(text))
+    return any(_card_within(_run(match)) for match in CANDIDATE.finditer(text))
 
 
 def card_numbers_masked(text: str) -> str:
     """`text` with every card number in it replaced by `•••• 4242` (its last four)."""
 
     def masked(match: re.Match) -> str:
-        run = match.group(0).replace("%20", " ").replace("+", " ")
+        run = _run(match)
         span = _card_within(run)
         if span is None:
             return match.group(0)
@@ -114,7 +114,7 @@ def card_number_param(request) -> str | None:
             if contains_card_number(value):
                 return key
     body = request.body.decode("utf-8", errors="replace")
-    if not CANDIDATE.search(body) or not contains_card_number(body):
+    if not contains_card_number(body):
         return None
     try:
         return _field_with_card_number(json.loads(body)) or ""

@@ -8,7 +8,6 @@ A limit fails open: while the cache is unreachable requests are let through (and
 logged), because a rate limiter that answers 5xx would take the whole API down with Redis.
 """
 
-import hashlib
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from redis import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
 
 from payments.network import client_ip
@@ -59,14 +58,11 @@ def rate_take(scope: str, ident: str, rate: str) -> float:
 
 
 def _count(key: str, period: int) -> int:
-    client = _redis_client()
-    if client is not None:
-        # One round trip (a script: a pipeline object costs more than the trip it saves).
-        full_key = cache.make_and_validate_key(key)
-        try:
-            return client.evalsha(_COUNT_SHA, 1, full_key, period + 1)
-        except NoScriptError:  # Redis restarted (scripts are not kept): load it again
-            return client.eval(_COUNT_LUA, 1, full_key, period + 1)
+    count_script = _count_script()
+    if count_script is not None:
+        # One round trip (a script: a pipeline object costs more than the trip it saves;
+        # redis-py loads the script again if Redis lost it in a restart).
+        return count_script(keys=[cache.make_and_validate_key(key)], args=[period + 1])
     # Another cache (the embedded default's local memory): its own atomic increment.
     cache.add(key, 0, timeout=period + 1)
     try:
@@ -76,31 +72,30 @@ def _count(key: str, period: int) -> int:
         return 1
 
 
-_redis_clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_redis_scripts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Count in the window, opening it (with its expiry) on its first request.
 _COUNT_LUA = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-_COUNT_SHA = hashlib.sha1(_COUNT_LUA.encode()).hexdigest()  # how Redis names the script
 
 
-def _redis_client():
+def _count_script():
     """
-    A Redis client on the cache's own connection pool, made once per cache backend, or
-    None when the cache is not Redis. (Django's cache API makes a new client, with its
-    table of ~170 response callbacks, for every call, and has no pipelines.)
+    The counting script on a Redis client of the cache's own connection pool, made once
+    per cache backend, or None when the cache is not Redis. (Django's cache API makes a new
+    client, with its table of ~170 response callbacks, for every call, and has no scripts.)
     """
     default = caches["default"]  # this thread's backend (`cache` only proxies to it)
     if not isinstance(default, RedisCache):
         return None
     backend = default._cache
-    client = _redis_clients.get(backend)
-    if client is None:
+    script = _redis_scripts.get(backend)
+    if script is None:
         client = Redis(connection_pool=backend._get_connection_pool(write=True))
-        _redis_clients[backend] = client
-    return client
+        script = _redis_scripts[backend] = client.register_script(_COUNT_LUA)
+    return script
 
 
 def _warn_cache_down(scope: str, exc: Exception) -> None:

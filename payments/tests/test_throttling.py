@@ -1,12 +1,15 @@
 """Rate limits: 429 in the error shape with Retry-After, per key, and per address on webhooks."""
 
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 
 from conftest import client_for
 from payments.models import Payment
 from payments.tests.factories import APIKeyFactory
 from payments.tests.test_authentication import assert_error
-from payments.throttling import rate_parse
+from payments.throttling import rate_parse, rate_take
 from payments_project.tests.test_schema_and_settings import _manage
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +71,15 @@ def test_a_bad_rate_setting_stops_the_process():
 
     assert result.returncode != 0
     assert "API_RATE_LIMIT must look like 100/s" in result.stderr
+
+
+@time_machine.travel(datetime(2026, 12, 2, 12, 0, 5, tzinfo=UTC), tick=False)
+def test_counting_goes_on_when_redis_has_lost_its_scripts():
+    # A Redis restart forgets loaded scripts; the count must not fail open or restart.
+    from django.core.cache import caches
+
+    assert rate_take("t", "lost-scripts", "2/m") == 0.0
+    caches["default"]._cache.get_client(write=True).script_flush()
+
+    assert rate_take("t", "lost-scripts", "2/m") == 0.0
+    assert rate_take("t", "lost-scripts", "2/m") == 55.0

@@ -228,6 +228,13 @@ class Api:
     def get(self, path: str) -> requests.Response:
         return self.session.get(self.base_url + path, timeout=REQUEST_TIMEOUT)
 
+    def endpoint_create(self, url: str, event_type: str) -> None:
+        """Register a merchant callback endpoint for one event type."""
+        created = self.post(
+            "/api/v1/webhook_endpoints", {"url": url, "enabled_events": [event_type]}
+        )
+        assert created.status_code == 201, created.text
+
 
 def assert_unavailable(response, *names: str) -> dict:
     """A 503 `service_unavailable` in the contract's error shape, naming `names`."""
@@ -285,13 +292,7 @@ def test_a_worker_killed_during_the_provider_call_still_gets_the_payment_paid(
     worker = start_worker()
     api = Api(web.url, secret_key)
     receiver = receivers(200)
-    assert (
-        api.post(
-            "/api/v1/webhook_endpoints",
-            {"url": receiver.url, "enabled_events": ["payment.succeeded"]},
-        ).status_code
-        == 201
-    )
+    api.endpoint_create(receiver.url, "payment.succeeded")
     stripe_fake.hold("/v1/checkout/sessions")
 
     created = api.post(
@@ -352,11 +353,7 @@ def test_a_worker_killed_during_a_callback_still_delivers_the_event(
     api = Api(web.url, secret_key)
     receiver = HoldingReceiver()
     try:
-        endpoint = api.post(
-            "/api/v1/webhook_endpoints",
-            {"url": receiver.url, "enabled_events": ["payment.canceled"]},
-        )
-        assert endpoint.status_code == 201, endpoint.text
+        api.endpoint_create(receiver.url, "payment.canceled")
         payment_id = api.post("/api/v1/payments", {"amount": "10.00", "currency": "RUB"}).json()[
             "id"
         ]
@@ -404,13 +401,7 @@ def test_with_redis_down_the_api_keeps_taking_payments_and_nothing_is_lost(
     worker = start_worker()
     api = Api(web.url, secret_key)
     receiver = receivers(200)
-    assert (
-        api.post(
-            "/api/v1/webhook_endpoints",
-            {"url": receiver.url, "enabled_events": ["payment.canceled"]},
-        ).status_code
-        == 201
-    )
+    api.endpoint_create(receiver.url, "payment.canceled")
     earlier = api.post("/api/v1/payments", {"amount": "10.00", "currency": "RUB"}).json()["id"]
     payment_with_checkout(earlier, worker)
     assert api.get("/health/ready").status_code == 200
