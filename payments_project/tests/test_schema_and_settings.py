@@ -61,8 +61,12 @@ def test_deploy_check_is_clean_with_production_settings():
     assert "no issues" in result.stdout
 
 
-def test_refuses_to_start_without_a_secret_key_when_debug_is_off():
-    result = _manage("check", DEBUG="false", SECRET_KEY="")
+@pytest.mark.parametrize("command", [["check"], ["makemigrations", "--check", "--dry-run"]])
+def test_refuses_to_start_without_a_secret_key_when_debug_is_off(command):
+    result = _manage(*command, DEBUG="false", SECRET_KEY="")
 
     assert result.returncode != 0
-    assert "SECRET_KEY must be set" in result.stderr
+    # Said plainly, not buried under the error of whatever Django tried next.
+    assert result.stderr.strip() == (
+        "manage.py: the settings refuse to load: SECRET_KEY must be set when DEBUG is off."
+    )
